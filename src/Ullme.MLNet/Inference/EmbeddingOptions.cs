@@ -1,0 +1,27 @@
+using Ullme.MLNet.Modeling;
+using Ullme.MLNet.Pooling;
+
+namespace Ullme.MLNet.Inference;
+
+/// <summary>How texts become embeddings. Null members take the model's defaults (see <see cref="UllmeModel.Defaults"/>).</summary>
+public sealed record EmbeddingOptions
+{
+    /// <summary>Pooling; default: the model's (mean for encoders and sentence-transformers folders, mean for decoders).</summary>
+    public PoolingMode? Pooling { get; init; }
+
+    /// <summary>Attention; default bidirectional (encoders are always bidirectional).</summary>
+    public AttentionMode? Attention { get; init; }
+
+    /// <summary>Text placed before every input whose tokens are attended to but excluded from pooling.</summary>
+    public string? Instruction { get; init; }
+
+    /// <summary>Maximum tokens per text including special tokens; default: the model's (sentence-transformers
+    /// max_seq_length, else max_position_embeddings). Longer texts are truncated and counted.</summary>
+    public int? MaxLength { get; init; }
+
+    /// <summary>Texts per forward pass. Default 32.</summary>
+    public int BatchSize { get; init; } = 32;
+
+    /// <summary>L2-normalise the result. Default true.</summary>
+    public bool Normalize { get; init; } = true;
+}

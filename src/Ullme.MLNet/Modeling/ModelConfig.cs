@@ -1,0 +1,188 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+
+namespace Ullme.MLNet.Modeling;
+
+/// <summary>
+/// A model's <c>config.json</c>, typed. Property names mirror Hugging Face's field names (snake_case in JSON), one
+/// class for every supported architecture: fields an architecture does not use stay null.
+/// </summary>
+public sealed class ModelConfig
+{
+    /// <summary>The architectures this library implements, by HF <c>model_type</c>.</summary>
+    public static readonly IReadOnlyList<string> SupportedModelTypes = ["llama", "mistral", "qwen2", "phi3", "gemma2", "bert"];
+
+    [JsonPropertyName("model_type")] public string? ModelType { get; set; }
+    [JsonPropertyName("architectures")] public List<string>? Architectures { get; set; }
+    [JsonPropertyName("vocab_size")] public int VocabSize { get; set; }
+    [JsonPropertyName("hidden_size")] public int HiddenSize { get; set; }
+    [JsonPropertyName("intermediate_size")] public int IntermediateSize { get; set; }
+    [JsonPropertyName("num_hidden_layers")] public int NumHiddenLayers { get; set; }
+    [JsonPropertyName("num_attention_heads")] public int NumAttentionHeads { get; set; }
+    [JsonPropertyName("num_key_value_heads")] public int? NumKeyValueHeads { get; set; }
+    [JsonPropertyName("head_dim")] public int? HeadDim { get; set; }
+    [JsonPropertyName("hidden_act")] public string? HiddenAct { get; set; }
+    /// <summary>Gemma2's name for the MLP activation (takes precedence over <see cref="HiddenAct"/> there).</summary>
+    [JsonPropertyName("hidden_activation")] public string? HiddenActivation { get; set; }
+    [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; set; }
+    [JsonPropertyName("rms_norm_eps")] public double? RmsNormEps { get; set; }
+    [JsonPropertyName("layer_norm_eps")] public double? LayerNormEps { get; set; }
+    [JsonPropertyName("rope_theta")] public double? RopeTheta { get; set; }
+    [JsonPropertyName("rope_scaling")] public RopeScalingConfig? RopeScaling { get; set; }
+    [JsonPropertyName("partial_rotary_factor")] public double? PartialRotaryFactor { get; set; }
+    [JsonPropertyName("attention_bias")] public bool? AttentionBias { get; set; }
+    [JsonPropertyName("mlp_bias")] public bool? MlpBias { get; set; }
+    [JsonPropertyName("tie_word_embeddings")] public bool? TieWordEmbeddings { get; set; }
+    [JsonPropertyName("sliding_window")] public int? SlidingWindow { get; set; }
+    /// <summary>Qwen2: whether <see cref="SlidingWindow"/> is used at all.</summary>
+    [JsonPropertyName("use_sliding_window")] public bool? UseSlidingWindow { get; set; }
+    /// <summary>Qwen2: layers with index &gt;= this use sliding-window attention (when enabled).</summary>
+    [JsonPropertyName("max_window_layers")] public int? MaxWindowLayers { get; set; }
+    /// <summary>Newer configs list each layer's attention kind ("sliding_attention" / "full_attention").</summary>
+    [JsonPropertyName("layer_types")] public List<string>? LayerTypes { get; set; }
+    [JsonPropertyName("attn_logit_softcapping")] public double? AttnLogitSoftcapping { get; set; }
+    [JsonPropertyName("final_logit_softcapping")] public double? FinalLogitSoftcapping { get; set; }
+    [JsonPropertyName("query_pre_attn_scalar")] public double? QueryPreAttnScalar { get; set; }
+    [JsonPropertyName("bos_token_id")] public JsonNode? BosTokenIdRaw { get; set; }
+    [JsonPropertyName("eos_token_id")] public JsonNode? EosTokenIdRaw { get; set; }
+    [JsonPropertyName("pad_token_id")] public JsonNode? PadTokenIdRaw { get; set; }
+    [JsonPropertyName("torch_dtype")] public string? TorchDtype { get; set; }
+
+    // BERT-style encoders
+    [JsonPropertyName("type_vocab_size")] public int? TypeVocabSize { get; set; }
+    [JsonPropertyName("position_embedding_type")] public string? PositionEmbeddingType { get; set; }
+    [JsonPropertyName("hidden_dropout_prob")] public double? HiddenDropoutProb { get; set; }
+    [JsonPropertyName("attention_probs_dropout_prob")] public double? AttentionProbsDropoutProb { get; set; }
+
+    /// <summary>Every field of the file, including those not typed above (kept so export writes them back).</summary>
+    [JsonIgnore] public JsonObject Raw { get; private set; } = new();
+
+    /// <summary>Where the config was read from (for error messages), or null.</summary>
+    [JsonIgnore] public string? SourcePath { get; private set; }
+
+    [JsonIgnore] public int? BosTokenId => FirstId(BosTokenIdRaw);
+    /// <summary>All end-of-sequence ids (HF allows an int or a list).</summary>
+    [JsonIgnore] public IReadOnlyList<int> EosTokenIds => AllIds(EosTokenIdRaw);
+    [JsonIgnore] public int? PadTokenId => FirstId(PadTokenIdRaw);
+
+    /// <summary>Per-head width: <c>head_dim</c> if given, else hidden / heads.</summary>
+    [JsonIgnore] public int EffectiveHeadDim => HeadDim ?? (NumAttentionHeads > 0 ? HiddenSize / NumAttentionHeads : 0);
+    [JsonIgnore] public int EffectiveKeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
+    [JsonIgnore] public bool IsEncoder => ModelType == "bert";
+
+    private static readonly JsonSerializerOptions Options = new()
+    {
+        NumberHandling = JsonNumberHandling.AllowReadingFromString | JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        ReadCommentHandling = JsonCommentHandling.Skip,
+        AllowTrailingCommas = true,
+    };
+
+    /// <summary>Reads <c>config.json</c> from a model folder or a file path.</summary>
+    public static ModelConfig Load(string folderOrFile)
+    {
+        string path = Directory.Exists(folderOrFile) ? Path.Combine(folderOrFile, "config.json") : folderOrFile;
+        if (!File.Exists(path))
+            throw new UllmeException($"No config.json at '{path}'. A model folder needs config.json, the weights (*.safetensors) and tokenizer files.");
+        string json = File.ReadAllText(path);
+        return Parse(json, path);
+    }
+
+    /// <summary>Parses and validates config JSON; <paramref name="sourcePath"/> is used in error messages.</summary>
+    public static ModelConfig Parse(string json, string sourcePath = "config.json")
+    {
+        JsonObject raw;
+        ModelConfig config;
+        try
+        {
+            raw = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
+                ?? throw new UllmeException($"'{sourcePath}' is not a JSON object.");
+            config = raw.Deserialize<ModelConfig>(Options) ?? throw new UllmeException($"'{sourcePath}' is empty.");
+        }
+        catch (JsonException e)
+        {
+            throw new UllmeException($"'{sourcePath}' is not valid config JSON: {e.Message}", e);
+        }
+        config.Raw = raw;
+        config.SourcePath = sourcePath;
+        config.Validate();
+        return config;
+    }
+
+    /// <summary>Serialises the config back to HF JSON (untyped fields preserved, typed fields updated).</summary>
+    public string ToJson()
+    {
+        var typed = JsonSerializer.SerializeToNode(this, Options)!.AsObject();
+        var merged = (JsonObject)Raw.DeepClone();
+        foreach (var (key, value) in typed)
+        {
+            if (value is null && !Raw.ContainsKey(key)) continue;
+            merged[key] = value?.DeepClone();
+        }
+        return merged.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    private void Validate()
+    {
+        string where = SourcePath ?? "config.json";
+        if (string.IsNullOrWhiteSpace(ModelType))
+            throw new UllmeException($"'{where}' has no \"model_type\". Supported: {string.Join(", ", SupportedModelTypes)}.");
+        if (!SupportedModelTypes.Contains(ModelType))
+            throw new UllmeException($"'{where}': model_type \"{ModelType}\" is not supported. Supported: {string.Join(", ", SupportedModelTypes)}.");
+        Require(VocabSize, "vocab_size");
+        Require(HiddenSize, "hidden_size");
+        Require(IntermediateSize, "intermediate_size");
+        Require(NumHiddenLayers, "num_hidden_layers");
+        Require(NumAttentionHeads, "num_attention_heads");
+        if (EffectiveKeyValueHeads <= 0 || NumAttentionHeads % EffectiveKeyValueHeads != 0)
+            throw new UllmeException($"'{where}': num_attention_heads ({NumAttentionHeads}) must be a multiple of num_key_value_heads ({EffectiveKeyValueHeads}).");
+        if (HeadDim is null && HiddenSize % NumAttentionHeads != 0)
+            throw new UllmeException($"'{where}': hidden_size ({HiddenSize}) is not divisible by num_attention_heads ({NumAttentionHeads}) and no head_dim is given.");
+        RopeScaling?.Validate(where);
+
+        void Require(int value, string name)
+        {
+            if (value <= 0) throw new UllmeException($"'{where}': \"{name}\" is missing or not positive.");
+        }
+    }
+
+    private static int? FirstId(JsonNode? node) => AllIds(node) is [var first, ..] ? first : null;
+
+    private static IReadOnlyList<int> AllIds(JsonNode? node) => node switch
+    {
+        null => [],
+        JsonArray a => a.Where(x => x is not null).Select(x => x!.GetValue<int>()).ToArray(),
+        JsonValue v when v.TryGetValue<int>(out int i) => [i],
+        _ => [],
+    };
+}
+
+/// <summary>The <c>rope_scaling</c> block of a config.</summary>
+public sealed class RopeScalingConfig
+{
+    /// <summary>The kinds of RoPE scaling implemented.</summary>
+    public static readonly IReadOnlyList<string> SupportedTypes = ["default", "linear", "llama3", "longrope", "su", "dynamic"];
+
+    [JsonPropertyName("rope_type")] public string? RopeType { get; set; }
+    /// <summary>Older configs name the kind "type".</summary>
+    [JsonPropertyName("type")] public string? Type { get; set; }
+    [JsonPropertyName("factor")] public double? Factor { get; set; }
+    [JsonPropertyName("low_freq_factor")] public double? LowFreqFactor { get; set; }
+    [JsonPropertyName("high_freq_factor")] public double? HighFreqFactor { get; set; }
+    [JsonPropertyName("original_max_position_embeddings")] public int? OriginalMaxPositionEmbeddings { get; set; }
+    [JsonPropertyName("short_factor")] public List<double>? ShortFactor { get; set; }
+    [JsonPropertyName("long_factor")] public List<double>? LongFactor { get; set; }
+
+    /// <summary>The kind, whichever of the two fields names it.</summary>
+    [JsonIgnore] public string Kind => RopeType ?? Type ?? "default";
+
+    internal void Validate(string where)
+    {
+        if (!SupportedTypes.Contains(Kind))
+            throw new UllmeException($"'{where}': rope_scaling type \"{Kind}\" is not supported. Supported: {string.Join(", ", SupportedTypes)}.");
+        if (Kind == "llama3" && (Factor is null || LowFreqFactor is null || HighFreqFactor is null || OriginalMaxPositionEmbeddings is null))
+            throw new UllmeException($"'{where}': rope_scaling type \"llama3\" needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings.");
+        if (Kind is "linear" or "dynamic" && Factor is null)
+            throw new UllmeException($"'{where}': rope_scaling type \"{Kind}\" needs \"factor\".");
+    }
+}
