@@ -1,0 +1,12 @@
+using System.CommandLine;
+
+namespace Ullme.Cli.Commands;
+
+/// <summary>Every `ullme` sub-command. One file per command under Commands/, each exposing a static Create().</summary>
+internal static class CommandRegistry
+{
+    public static IEnumerable<Command> All()
+    {
+        yield break;
+    }
+}
