@@ -1,0 +1,72 @@
+using Ullme.MLNet.Inference;
+
+namespace Ullme.MLNet.Evaluation;
+
+/// <summary>
+/// Everything a task needs while it runs: the embedder (behind the run's cache), the instruction policy, the smoke
+/// limit, the seed, progress and cancellation. Tasks embed only through <see cref="Embed"/>.
+/// </summary>
+public sealed class EvaluationContext
+{
+    public EvaluationContext(ITextEmbeddingSource embedder, EmbeddingCache? cache = null)
+    {
+        Embedder = embedder ?? throw new ArgumentNullException(nameof(embedder));
+        Cache = cache ?? new EmbeddingCache();
+    }
+
+    public ITextEmbeddingSource Embedder { get; }
+
+    public EmbeddingCache Cache { get; }
+
+    /// <summary>Instruction policy; null or disabled = no instructions.</summary>
+    public InstructionOptions? Instructions { get; init; }
+
+    /// <summary>Whether instructions are applied in this run (resolved from <see cref="InstructionMode.Auto"/>).</summary>
+    public bool UseInstructions { get; init; }
+
+    /// <summary>Smoke runs: at most this many items (pairs, queries, test texts, ...) per split.</summary>
+    public int? Limit { get; init; }
+
+    /// <summary>MTEB's seed (42) for undersampling, k-means and fold assignment.</summary>
+    public int Seed { get; init; } = 42;
+
+    public IProgress<EvaluationProgress>? Progress { get; init; }
+
+    public CancellationToken CancellationToken { get; init; }
+
+    /// <summary>Position of the current task in the run, for progress reports.</summary>
+    internal int TaskIndex { get; set; }
+
+    internal int TaskCount { get; set; } = 1;
+
+    /// <summary>The instruction prefix a text of <paramref name="role"/> gets in <paramref name="task"/>, or null.</summary>
+    public string? InstructionFor(EvaluationTask task, TextRole role) =>
+        UseInstructions && Instructions is not null ? Instructions.PrefixFor(task, role) : null;
+
+    /// <summary>Embeds texts of one role of a task through the cache, reporting progress under <paramref name="stage"/>.</summary>
+    public float[][] Embed(EvaluationTask task, string stage, IReadOnlyList<string> texts, TextRole role)
+    {
+        CancellationToken.ThrowIfCancellationRequested();
+        Report(task, stage, 0, texts.Count);
+        IProgress<EngineProgress>? engineProgress = Progress is null
+            ? null
+            : new InlineProgress<EngineProgress>(p => Report(task, stage, p.Done, p.Total));
+        var vectors = Cache.Embed(Embedder, texts, InstructionFor(task, role), engineProgress, CancellationToken);
+        Report(task, stage, texts.Count, texts.Count);
+        return vectors;
+    }
+
+    /// <summary>Reports a non-embedding step.</summary>
+    public void Report(EvaluationTask task, string stage, long done, long total) =>
+        Progress?.Report(new EvaluationProgress(task.Name, TaskIndex, TaskCount, stage, done, total));
+
+    /// <summary>The first <see cref="Limit"/> items of a list (all when no limit).</summary>
+    public IReadOnlyList<T> Take<T>(IReadOnlyList<T> items) =>
+        Limit is int n && n < items.Count ? items.Take(n).ToArray() : items;
+
+    /// <summary>Synchronous IProgress (Progress&lt;T&gt; posts to a context and may reorder or lag).</summary>
+    private sealed class InlineProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+}
