@@ -28,17 +28,23 @@ internal static class MlNetLogisticRegression
     /// <summary>Trains on (<paramref name="trainX"/>, <paramref name="trainY"/>) and predicts a class index per
     /// row of <paramref name="testX"/>.</summary>
     public static int[] FitPredict(IReadOnlyList<float[]> trainX, IReadOnlyList<int> trainY, IReadOnlyList<float[]> testX,
-        int classCount, int seed, int maxIterations = 100)
+        int classCount, int seed, int maxIterations = 100) =>
+        FitPredictProbabilities(trainX, trainY, testX, classCount, seed, maxIterations).Predicted;
+
+    /// <summary>As <see cref="FitPredict"/>, also returning the class probabilities of each test row.</summary>
+    public static (int[] Predicted, float[][] Probabilities) FitPredictProbabilities(IReadOnlyList<float[]> trainX,
+        IReadOnlyList<int> trainY, IReadOnlyList<float[]> testX, int classCount, int seed, int maxIterations = 100)
     {
         if (trainX.Count == 0) throw new ArgumentException("no training rows");
         int dim = trainX[0].Length;
         var ml = new MLContext(seed);
         var schema = SchemaDefinition.Create(typeof(Row));
         schema[nameof(Row.Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, dim);
-        // Key type with classCount values: key value k+1 is class k (0 is ML.NET's missing key).
+        // Key type with classCount values. Loading from an enumerable stores a property value v as key v + 1 (0 is
+        // ML.NET's missing key), so class k is written as k; PredictedLabel comes back as the raw key k + 1.
         schema[nameof(Row.Label)].ColumnType = new KeyDataViewType(typeof(uint), classCount);
 
-        var rows = trainX.Select((x, i) => new Row { Label = (uint)trainY[i] + 1, Features = x }).ToList();
+        var rows = trainX.Select((x, i) => new Row { Label = (uint)trainY[i], Features = x }).ToList();
         var data = ml.Data.LoadFromEnumerable(rows, schema);
         var trainer = ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy(new LbfgsMaximumEntropyMulticlassTrainer.Options
         {
@@ -54,11 +60,12 @@ internal static class MlNetLogisticRegression
         });
         var model = trainer.Fit(data);
 
-        var testRows = testX.Select(x => new Row { Label = 1, Features = x }).ToList();
+        var testRows = testX.Select(x => new Row { Label = 0, Features = x }).ToList();
         var scored = model.Transform(ml.Data.LoadFromEnumerable(testRows, schema));
         var predicted = scored.GetColumn<uint>("PredictedLabel").ToArray();
+        var probabilities = scored.GetColumn<float[]>("Score").ToArray();
         var result = new int[predicted.Length];
         for (int i = 0; i < predicted.Length; i++) result[i] = (int)predicted[i] - 1;
-        return result;
+        return (result, probabilities);
     }
 }

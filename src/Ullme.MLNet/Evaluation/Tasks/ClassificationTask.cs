@@ -168,8 +168,8 @@ public sealed class ClassificationTask : EvaluationTask
 
     /// <summary>
     /// sklearn's <c>KFold(n_splits, shuffle=True, random_state=seed)</c>: indices 0..n-1 shuffled by
-    /// <c>RandomState(seed)</c>, cut into folds of n/k (the first n%k folds one longer); a fold's test indices keep
-    /// the shuffled order, its training indices are the rest in ascending order.
+    /// <c>RandomState(seed)</c>, cut into folds of n/k (the first n%k folds one longer); both a fold's test indices
+    /// and its training indices (the rest) come out in ascending order, as sklearn returns them.
     /// </summary>
     internal static List<(int[] Train, int[] Test)> KFold(int n, int folds, int seed)
     {
@@ -180,7 +180,7 @@ public sealed class ClassificationTask : EvaluationTask
         for (int f = 0; f < folds; f++)
         {
             int size = n / folds + (f < n % folds ? 1 : 0);
-            var test = indices.GetRange(start, size).ToArray();
+            var test = indices.GetRange(start, size).Order().ToArray();
             var inTest = new HashSet<int>(test);
             var train = Enumerable.Range(0, n).Where(i => !inTest.Contains(i)).ToArray();
             result.Add((train, test));
