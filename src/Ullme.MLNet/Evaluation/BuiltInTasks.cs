@@ -76,9 +76,10 @@ public static class BuiltInTasks
         {
             return entry.Create(folder, entry);
         }
-        catch (UllmeException e) when (folder == dataDir && !e.Message.Contains(dataDir, StringComparison.Ordinal))
+        catch (UllmeException e) when (folder == dataDir)
         {
-            throw new UllmeException($"task {entry.Name}: no folder {string.Join("/", entry.Folders.Take(1))} under {dataDir} ({e.Message})", e);
+            throw new UllmeException($"task {entry.Name}: no data folder ({string.Join(", ", entry.Folders)}) under {dataDir}, " +
+                                     $"and the folder itself does not hold the task's files: {e.Message}", e);
         }
     }
 
