@@ -26,6 +26,9 @@ public sealed class ModelConfig
     /// <summary>Gemma2's name for the MLP activation (takes precedence over <see cref="HiddenAct"/> there).</summary>
     [JsonPropertyName("hidden_activation")] public string? HiddenActivation { get; set; }
     [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; set; }
+    /// <summary>Phi-3: the pre-training context length (top level of the config, used by longrope).</summary>
+    [JsonPropertyName("original_max_position_embeddings")] public int? OriginalMaxPositionEmbeddings { get; set; }
+    [JsonPropertyName("initializer_range")] public double? InitializerRange { get; set; }
     [JsonPropertyName("rms_norm_eps")] public double? RmsNormEps { get; set; }
     [JsonPropertyName("layer_norm_eps")] public double? LayerNormEps { get; set; }
     [JsonPropertyName("rope_theta")] public double? RopeTheta { get; set; }
@@ -172,6 +175,8 @@ public sealed class RopeScalingConfig
     [JsonPropertyName("original_max_position_embeddings")] public int? OriginalMaxPositionEmbeddings { get; set; }
     [JsonPropertyName("short_factor")] public List<double>? ShortFactor { get; set; }
     [JsonPropertyName("long_factor")] public List<double>? LongFactor { get; set; }
+    /// <summary>longrope: multiplier of cos/sin; when absent it is derived from the context extension.</summary>
+    [JsonPropertyName("attention_factor")] public double? AttentionFactor { get; set; }
 
     /// <summary>The kind, whichever of the two fields names it.</summary>
     [JsonIgnore] public string Kind => RopeType ?? Type ?? "default";
@@ -184,5 +189,7 @@ public sealed class RopeScalingConfig
             throw new UllmeException($"'{where}': rope_scaling type \"llama3\" needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings.");
         if (Kind is "linear" or "dynamic" && Factor is null)
             throw new UllmeException($"'{where}': rope_scaling type \"{Kind}\" needs \"factor\".");
+        if (Kind is "longrope" or "su" && (ShortFactor is null || LongFactor is null))
+            throw new UllmeException($"'{where}': rope_scaling type \"{Kind}\" needs \"short_factor\" and \"long_factor\".");
     }
 }
