@@ -43,7 +43,7 @@ internal sealed class PaddedBatch : IDisposable
 
     private static Tensor ToDevice(Tensor cpu, Device device)
     {
-        if (device.type == DeviceType.CPU) return cpu;
+        if (device.type == TorchSharp.DeviceType.CPU) return cpu;
         var moved = cpu.to(device);
         cpu.Dispose();
         return moved;

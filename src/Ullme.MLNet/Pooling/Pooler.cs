@@ -39,7 +39,8 @@ public static class Pooler
                 m = where(empty, attn, m);
                 // Weighted mean: the k-th pooled token (counting only pooled ones) gets weight k.
                 var w = mode == PoolingMode.Mean ? m : m.cumsum(1) * m;               // [B, T]
-                var num = (h * w.unsqueeze(-1)).sum(1);                               // [B, H]
+                // Zero the states outside the mask first: a padded position's state is never read (not even as 0 × NaN).
+                var num = (h.masked_fill(w.unsqueeze(-1).eq(0), 0) * w.unsqueeze(-1)).sum(1);   // [B, H]
                 var den = w.sum(1, keepdim: true).clamp_min(1e-9);                    // [B, 1]
                 result = num / den;
                 break;

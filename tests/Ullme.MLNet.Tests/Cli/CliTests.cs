@@ -63,7 +63,7 @@ public sealed class CliTests : IDisposable
         Assert.True(code == 0, err);
         var npy = ReadNpy(PathOf("out.npy"));
         using var model = UllmeModel.Load(Assets.Stories260K);
-        var expected = new EmbeddingEngine(model).Embed(texts, new EmbeddingOptions { Pooling = Pooling.PoolingMode.WeightedMean, Attention = Modeling.AttentionMode.Causal });
+        var expected = new EmbeddingEngine(model).Embed(texts, new EmbeddingOptions { Pooling = MLNet.Pooling.PoolingMode.WeightedMean, Attention = MLNet.Modeling.AttentionMode.Causal });
         Assert.Equal(texts.Length, npy.GetLength(0));
         for (int i = 0; i < texts.Length; i++)
             for (int j = 0; j < npy.GetLength(1); j++)
