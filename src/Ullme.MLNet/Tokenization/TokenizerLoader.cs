@@ -195,6 +195,8 @@ internal sealed class SentencePieceModel : ITokenModel
 
     public int MaxId { get; }
 
+    public int VocabularyCount => Vocabulary.Count;
+
     public int? TokenToId(string token) => Vocabulary.TryGetValue(token, out int id) ? id : null;
 
     public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
