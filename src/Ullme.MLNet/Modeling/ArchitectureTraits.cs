@@ -112,7 +112,7 @@ public sealed record ArchitectureTraits
     public required IReadOnlyList<bool> SlidingLayers { get; init; }
 
     public required bool TieWordEmbeddings { get; init; }
-    /// <summary>The embedding's padding row (its gradient stays zero, as in HF's <c>nn.Embedding(padding_idx)</c>).</summary>
+    /// <summary>The pad token's embedding row, zeroed at initialisation like HF's <c>_init_weights</c> (gradients to it are not masked).</summary>
     public int? PaddingIdx { get; init; }
     public required double InitializerRange { get; init; }
     public required RopeSettings Rope { get; init; }

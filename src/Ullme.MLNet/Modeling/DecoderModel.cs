@@ -75,14 +75,7 @@ public sealed class DecoderModel : EmbeddingBackbone
     public override bool HasLanguageModelHead => true;
 
     /// <summary>The dtype of the weights (and of the states this model computes).</summary>
-    public ScalarType ComputeType
-    {
-        get
-        {
-            using var weight = model.embed_tokens.weight!; // the native module hands out a fresh handle per call
-            return weight.dtype;
-        }
-    }
+    public ScalarType ComputeType => model.embed_tokens.weight.dtype;
 
     public override Tensor Forward(Tensor inputIds, Tensor attentionMask, AttentionMode mode, Tensor? positionIds = null)
     {
@@ -189,8 +182,7 @@ public sealed class DecoderModel : EmbeddingBackbone
         }
         else
         {
-            using var embedding = model.embed_tokens.weight!;
-            logits = nn.functional.linear(hidden, embedding);
+            logits = nn.functional.linear(hidden, model.embed_tokens.weight);
         }
         if (Traits.FinalLogitSoftcap is double cap)
             logits = (logits / cap).tanh() * cap;
@@ -224,7 +216,7 @@ public sealed class DecoderModel : EmbeddingBackbone
             nn.init.normal_(p, 0.0, Traits.InitializerRange);
         }
         if (Traits.PaddingIdx is int pad)
-            model.embed_tokens.weight![pad].zero_();
+            model.embed_tokens.weight[pad].zero_();
     }
 
     private void ValidateBatch(Tensor inputIds, Tensor attentionMask, Tensor? positionIds)
@@ -253,7 +245,7 @@ public sealed class DecoderModel : EmbeddingBackbone
 public sealed class DecoderStack : nn.Module
 {
 #pragma warning disable IDE1006 // names mirror HF checkpoint keys
-    public Embedding embed_tokens;
+    public TokenEmbedding embed_tokens;
     public ModuleList<DecoderLayer> layers;
     public RmsNorm norm;
     public RotaryEmbedding rotary_emb;
@@ -261,8 +253,7 @@ public sealed class DecoderStack : nn.Module
 
     public DecoderStack(ArchitectureTraits traits, Device? device, ScalarType dtype) : base(nameof(DecoderStack))
     {
-        using (var weights = empty(traits.VocabSize, traits.HiddenSize, dtype: dtype, device: device))
-            embed_tokens = nn.Embedding_from_pretrained(weights, freeze: false, padding_idx: traits.PaddingIdx);
+        embed_tokens = new TokenEmbedding(traits.VocabSize, traits.HiddenSize, device, dtype);
         layers = new ModuleList<DecoderLayer>(
             Enumerable.Range(0, traits.NumLayers).Select(i => new DecoderLayer(traits, i, device, dtype)).ToArray());
         norm = new RmsNorm(traits.HiddenSize, traits.RmsNormEps, traits.NormStyle, device, dtype);

@@ -14,6 +14,9 @@ internal interface ITokenModel
 
     /// <summary>Largest id the model can produce.</summary>
     int MaxId { get; }
+
+    /// <summary>Number of entries in the model vocabulary (HF's get_vocab_size; new added tokens start here).</summary>
+    int VocabularyCount { get; }
 }
 
 /// <summary>
@@ -119,6 +122,8 @@ internal sealed class BpeModel : ITokenModel
     }
 
     public int MaxId { get; }
+
+    public int VocabularyCount => _vocab.Count;
 
     public int? TokenToId(string token) => _vocab.TryGetValue(token, out int id) ? id : null;
 
@@ -298,6 +303,8 @@ internal sealed class WordPieceModel : ITokenModel
     }
 
     public int MaxId { get; }
+
+    public int VocabularyCount => _vocab.Count;
 
     public string ContinuingSubwordPrefix => _prefix;
 

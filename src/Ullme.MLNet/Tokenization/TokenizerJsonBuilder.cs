@@ -55,7 +55,8 @@ internal static class TokenizerJsonBuilder
         }
         // transformers adds tokenizer_config.json's added tokens that tokenizer.json lacks.
         foreach (var t in config.AddedTokensDecoder)
-            if (!added.Any(a => a.Id == t.Id || a.Content == t.Content)) added.Add(t);
+            if (!added.Any(a => a.Content == t.Content)) added.Add(t);
+        added = AssignIds(added, model);
 
         int? Id(string? token) => token is null ? null : added.FirstOrDefault(a => a.Content == token)?.Id ?? model.TokenToId(token);
 
@@ -74,6 +75,28 @@ internal static class TokenizerJsonBuilder
         return new HuggingFaceTokenizer(kind + " (tokenizer.json)", file, added, normalizer,
             preTokenizer is null ? [] : [preTokenizer], model, decoder, prefix, suffix,
             Id(config.BosToken), Id(config.EosToken), Id(config.PadToken), Id(unkToken), config.ModelMaxLength);
+    }
+
+    /// <summary>
+    /// HF ignores the ids written in tokenizer.json and re-adds the tokens: a token in the model vocabulary takes that
+    /// id, any other the next free id after the model vocabulary (for files HF wrote, this gives the written ids).
+    /// </summary>
+    private static List<AddedToken> AssignIds(List<AddedToken> tokens, ITokenModel model)
+    {
+        var byContent = new Dictionary<string, AddedToken>(StringComparer.Ordinal);
+        var byId = new Dictionary<int, AddedToken>();
+        var special = new HashSet<string>(StringComparer.Ordinal);
+        int nextId = model.VocabularyCount;
+        foreach (var token in tokens)
+        {
+            if (token.Content.Length == 0) continue;
+            int id = byContent.TryGetValue(token.Content, out var existing) ? existing.Id : model.TokenToId(token.Content) ?? nextId++;
+            if (token.Special) special.Add(token.Content);
+            var assigned = token with { Id = id };
+            byContent[token.Content] = assigned;
+            byId[id] = assigned;
+        }
+        return byId.Values.Select(t => special.Contains(t.Content) ? t with { Special = true } : t).OrderBy(t => t.Id).ToList();
     }
 
     public static AddedToken ReadAddedToken(JsonElement t, int id, string file)

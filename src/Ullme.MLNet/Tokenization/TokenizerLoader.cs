@@ -176,6 +176,8 @@ internal sealed class SentencePieceModel : ITokenModel
 {
     private readonly SentencePieceTokenizer _sp;
     private readonly string?[] _idToToken;
+    private readonly bool _removeExtraWhitespaces;
+    private readonly bool _addDummyPrefix;
 
     public SentencePieceModel(SentencePieceTokenizer sp)
     {
@@ -184,18 +186,61 @@ internal sealed class SentencePieceModel : ITokenModel
         MaxId = Vocabulary.Count == 0 ? -1 : Vocabulary.Values.Max();
         _idToToken = new string?[MaxId + 1];
         foreach (var (token, id) in Vocabulary) _idToToken[id] = token;
+        var normalizer = sp.Normalizer as SentencePieceNormalizer;
+        _removeExtraWhitespaces = normalizer?.RemoveExtraWhiteSpaces ?? false;
+        _addDummyPrefix = sp.AddDummyPrefix;
     }
 
     public Dictionary<string, int> Vocabulary { get; }
 
     public int MaxId { get; }
 
+    public int VocabularyCount => Vocabulary.Count;
+
     public int? TokenToId(string token) => Vocabulary.TryGetValue(token, out int id) ? id : null;
 
     public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
 
-    public void Tokenize(ReadOnlySpan<char> word, List<int> output) =>
+    public void Tokenize(ReadOnlySpan<char> word, List<int> output)
+    {
+        ReadOnlySpan<char> core = _removeExtraWhitespaces ? word.Trim(' ') : word;
+        // sentencepiece strips a spaces-only text to nothing (no dummy prefix); ML.Tokenizers 2.0.1 emits "▁".
+        if (core.IsEmpty && _removeExtraWhitespaces) return;
+        // ML.Tokenizers 2.0.1 returns no ids at all for a text of one character ("a", " a", "3"); sentencepiece's
+        // BPE on the two symbols "▁" + c gives "▁c" when that piece exists, otherwise "▁" then c (or c's bytes).
+        if (core.Length == 1 || (core.Length == 2 && char.IsSurrogatePair(core[0], core[1])))
+        {
+            if (_addDummyPrefix && Vocabulary.TryGetValue("\u2581" + core.ToString(), out int merged))
+            {
+                output.Add(merged);
+                return;
+            }
+            if (_addDummyPrefix) AddPiece("\u2581", output);
+            AddPiece(core.ToString(), output);
+            return;
+        }
         output.AddRange(_sp.EncodeToIds(word, addBeginningOfSentence: false, addEndOfSentence: false));
+    }
+
+    /// <summary>One symbol: its piece, else its UTF-8 bytes as &lt;0xNN&gt; pieces (byte fallback), else unk.</summary>
+    private void AddPiece(string piece, List<int> output)
+    {
+        if (Vocabulary.TryGetValue(piece, out int id))
+        {
+            output.Add(id);
+            return;
+        }
+        if (_sp.ByteFallback)
+        {
+            byte[] bytes = Encoding.UTF8.GetBytes(piece);
+            if (bytes.All(b => Vocabulary.ContainsKey($"<0x{b:X2}>")))
+            {
+                foreach (byte b in bytes) output.Add(Vocabulary[$"<0x{b:X2}>"]);
+                return;
+            }
+        }
+        output.Add(_sp.UnknownId);
+    }
 }
 
 /// <summary>The parts of tokenizer_config.json / special_tokens_map.json that change ids.</summary>
