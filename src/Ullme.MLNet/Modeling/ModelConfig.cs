@@ -33,9 +33,6 @@ public sealed class ModelConfig
     [JsonPropertyName("layer_norm_eps")] public double? LayerNormEps { get; set; }
     [JsonPropertyName("rope_theta")] public double? RopeTheta { get; set; }
     [JsonPropertyName("rope_scaling")] public RopeScalingConfig? RopeScaling { get; set; }
-    /// <summary>Phi-3 (longrope): the context length the short RoPE factors were trained for (top level, not inside
-    /// rope_scaling).</summary>
-    [JsonPropertyName("original_max_position_embeddings")] public int? OriginalMaxPositionEmbeddings { get; set; }
     [JsonPropertyName("partial_rotary_factor")] public double? PartialRotaryFactor { get; set; }
     [JsonPropertyName("attention_bias")] public bool? AttentionBias { get; set; }
     [JsonPropertyName("mlp_bias")] public bool? MlpBias { get; set; }
