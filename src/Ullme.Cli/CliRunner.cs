@@ -14,7 +14,6 @@ internal static class CliRunner
     {
         try
         {
-            // The default handler would print the exception with its stack trace; let user errors reach the catch.
             return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (Exception e) when (IsUserError(e))

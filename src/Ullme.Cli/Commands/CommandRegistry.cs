@@ -7,6 +7,10 @@ internal static class CommandRegistry
 {
     public static IEnumerable<Command> All()
     {
+        yield return EmbedCommand.Create();
+        yield return ScoreCommand.Create();
+        yield return TokenizeCommand.Create();
+        yield return InfoCommand.Create();
         yield return EvalCommand.Create();
     }
 }
