@@ -5,8 +5,6 @@ using Ullme.MLNet;
 using Ullme.MLNet.Evaluation;
 using Ullme.MLNet.Evaluation.Results;
 using Ullme.MLNet.Inference;
-using Ullme.MLNet.Modeling;
-using Ullme.MLNet.Pooling;
 
 namespace Ullme.Cli.Commands;
 
@@ -18,7 +16,7 @@ internal static class EvalCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model folder, or 'default' for all-MiniLM-L6-v2", DefaultValueFactory = _ => UllmeModel.DefaultModelName };
+        var model = CommonOptions.Model();
         var tasks = new Option<string[]>("--tasks")
         {
             Description = $"Comma-separated tasks: built-in ({string.Join(", ", BuiltInTasks.Names)}) or type:path " +
@@ -33,7 +31,9 @@ internal static class EvalCommand
         var pooling = new Option<string?>("--pooling") { Description = "mean | weighted-mean | last-token | first-token (default: the model's)" };
         var attention = new Option<string?>("--attention") { Description = "causal | bidirectional (default: the model's)" };
         var maxLength = new Option<int?>("--max-length") { Description = "Maximum tokens per text (default: the model's; 256 for all-MiniLM-L6-v2)" };
-        var dtype = new Option<string>("--dtype") { Description = "float32 | bfloat16", DefaultValueFactory = _ => "float32" };
+        var dtype = CommonOptions.DType();
+        var device = CommonOptions.Device();
+        var threads = CommonOptions.Threads();
         var instructions = new Option<string>("--instructions") { Description = "auto (decoders only) | on | off", DefaultValueFactory = _ => "auto" };
         var instruction = new Option<string[]>("--instruction") { Description = "Override a task's instruction: Task=text (repeatable)" };
         var template = new Option<string>("--instruction-template") { Description = "Instruction format with {0}", DefaultValueFactory = _ => InstructionOptions.DefaultTemplate };
@@ -42,14 +42,15 @@ internal static class EvalCommand
 
         var command = new Command("eval", "Evaluate an embedding model on MTEB-style tasks and write MTEB result files.")
         {
-            model, tasks, dataDir, output, limit, batchSize, pooling, attention, maxLength, dtype, instructions, instruction,
-            template, revision, modelName,
+            model, tasks, dataDir, output, limit, batchSize, pooling, attention, maxLength, dtype, device, threads, instructions,
+            instruction, template, revision, modelName,
         };
         command.SetAction((parse, cancellationToken) =>
         {
             var taskList = (parse.GetValue(tasks) ?? []).SelectMany(t => t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray();
             if (parse.GetValue(batchSize) <= 0) throw new UllmeException($"--batch-size must be positive, got {parse.GetValue(batchSize)}");
             if (parse.GetValue(maxLength) is <= 0) throw new UllmeException($"--max-length must be positive, got {parse.GetValue(maxLength)}");
+            CommonOptions.ApplyThreads(parse.GetValue(threads));
             var options = new EvaluationOptions
             {
                 Model = parse.GetValue(model)!,
@@ -58,10 +59,10 @@ internal static class EvalCommand
                 OutputDir = parse.GetValue(output),
                 Limit = parse.GetValue(limit),
                 BatchSize = parse.GetValue(batchSize),
-                Pooling = ParsePooling(parse.GetValue(pooling)),
-                Attention = ParseAttention(parse.GetValue(attention)),
+                Pooling = CommonOptions.Pooling(parse.GetValue(pooling)),
+                Attention = CommonOptions.Attention(parse.GetValue(attention)),
                 MaxLength = parse.GetValue(maxLength),
-                LoadOptions = new ModelLoadOptions { DType = ParseDType(parse.GetValue(dtype)!) },
+                LoadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!),
                 Instructions = new InstructionOptions
                 {
                     Mode = ParseMode(parse.GetValue(instructions)!),
@@ -78,12 +79,23 @@ internal static class EvalCommand
 
     private static int Run(EvaluationOptions options, CancellationToken cancellationToken)
     {
-        var err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        var err = CliConsole.Err;
+        // Read and check every task's files before the (slow) model load.
         var tasks = BuiltInTasks.Create(options.Tasks, options.DataDir);
-        err.MarkupLine($"[grey]loading model[/] {Markup.Escape(options.Model)}");
-        using var model = UllmeModel.Load(options.Model, options.LoadOptions);
+        using var model = CliConsole.LoadModel(options.Model, options.LoadOptions ?? new ModelLoadOptions());
 
         EvaluationReport? report = null;
+        if (!err.Profile.Capabilities.Interactive)
+        {
+            // Redirected output: one line per finished task instead of redrawn bars.
+            report = UllmeEvaluation.Run(model, tasks, options, new SyncProgress<EvaluationProgress>(p =>
+            {
+                if (p.Stage == "done") err.MarkupLine($"[grey]{p.TaskIndex + 1}/{p.TaskCount}[/] {Markup.Escape(p.Task)} done");
+            }), cancellationToken);
+            PrintSummary(report);
+            foreach (var file in report.Files) err.MarkupLine($"[grey]wrote[/] {Markup.Escape(file)}");
+            return 0;
+        }
         err.Progress()
             .AutoClear(false)
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
@@ -128,31 +140,6 @@ internal static class EvalCommand
             AnsiConsole.MarkupLine("[grey]* not in the average (each task counts once: test, else validation/dev, else train)[/]");
     }
 
-    internal static PoolingMode? ParsePooling(string? value) => value?.Trim().ToLowerInvariant() switch
-    {
-        null or "" => null,
-        "mean" => PoolingMode.Mean,
-        "weighted-mean" or "weightedmean" or "weighted_mean" => PoolingMode.WeightedMean,
-        "last-token" or "lasttoken" or "last_token" or "last" => PoolingMode.LastToken,
-        "first-token" or "firsttoken" or "first_token" or "first" or "cls" => PoolingMode.FirstToken,
-        _ => throw new UllmeException($"--pooling '{value}' is not one of mean, weighted-mean, last-token, first-token"),
-    };
-
-    internal static AttentionMode? ParseAttention(string? value) => value?.Trim().ToLowerInvariant() switch
-    {
-        null or "" => null,
-        "causal" => AttentionMode.Causal,
-        "bidirectional" or "bi" => AttentionMode.Bidirectional,
-        _ => throw new UllmeException($"--attention '{value}' is not one of causal, bidirectional"),
-    };
-
-    internal static ModelDType ParseDType(string value) => value.Trim().ToLowerInvariant() switch
-    {
-        "float32" or "fp32" => ModelDType.Float32,
-        "bfloat16" or "bf16" => ModelDType.BFloat16,
-        _ => throw new UllmeException($"--dtype '{value}' is not one of float32, bfloat16"),
-    };
-
     internal static InstructionMode ParseMode(string value) => value.Trim().ToLowerInvariant() switch
     {
         "auto" => InstructionMode.Auto,
@@ -171,11 +158,5 @@ internal static class EvalCommand
             result[v[..eq].Trim()] = v[(eq + 1)..];
         }
         return result;
-    }
-
-    /// <summary>Reports on the calling thread (Progress&lt;T&gt; would post to the thread pool out of order).</summary>
-    private sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
-    {
-        public void Report(T value) => report(value);
     }
 }

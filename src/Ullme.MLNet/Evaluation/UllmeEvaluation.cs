@@ -124,6 +124,7 @@ public static class UllmeEvaluation
             Name = options.ModelName ?? model.ModelId,
             Revision = options.Revision,
             EmbedDim = model.EmbeddingDimension,
+            NParameters = model.Backbone.parameters().Sum(p => p.numel()),
             MaxTokens = options.MaxLength ?? d.MaxLength,
             UseInstructions = useInstructions,
             Settings = new Dictionary<string, string>
