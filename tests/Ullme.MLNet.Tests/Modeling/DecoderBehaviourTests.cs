@@ -163,8 +163,7 @@ public sealed class DecoderBehaviourTests(ITestOutputHelper output)
         var node = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject();
         node.Remove("rope_scaling");
         using var scaled = LoadFixtureModel("llama_linear");
-        using var plain = DecoderModel.Create(ModelConfig.Parse(node.ToJsonString()), initializeWeights: false);
-        LoadWeights(plain, Path.Combine(FixtureFolder("llama_linear"), "model.safetensors"));
+        using var plain = LoadModel(ModelConfig.Parse(node.ToJsonString()), FixtureFolder("llama_linear"));
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         Tensor ids = tensor(Sequence, [1, Sequence.Length]);
@@ -182,11 +181,9 @@ public sealed class DecoderBehaviourTests(ITestOutputHelper output)
         var node = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject();
         node.Remove("rope_scaling");
         node["max_position_embeddings"] = 6;
-        using var plain = DecoderModel.Create(ModelConfig.Parse(node.ToJsonString()), initializeWeights: false);
+        using var plain = LoadModel(ModelConfig.Parse(node.ToJsonString()), FixtureFolder("llama"));
         node["rope_scaling"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "dynamic", ["factor"] = 4.0 };
-        using var dynamic = DecoderModel.Create(ModelConfig.Parse(node.ToJsonString()), initializeWeights: false);
-        LoadWeights(plain, Path.Combine(FixtureFolder("llama"), "model.safetensors"));
-        LoadWeights(dynamic, Path.Combine(FixtureFolder("llama"), "model.safetensors"));
+        using var dynamic = LoadModel(ModelConfig.Parse(node.ToJsonString()), FixtureFolder("llama"));
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         Tensor shortIds = tensor(Sequence[..6], [1, 6]), longIds = tensor(Sequence, [1, 8]);
