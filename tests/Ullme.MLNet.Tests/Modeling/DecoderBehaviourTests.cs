@@ -192,6 +192,30 @@ public sealed class DecoderBehaviourTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void FastAttentionPathWithCustomScaleEqualsExplicitPath()
+    {
+        // Gemma2 without attention soft-capping runs scaled_dot_product_attention with q pre-multiplied to get
+        // query_pre_attn_scalar^-0.5; a cap far above every logit makes the explicit path compute the same thing.
+        string json = File.ReadAllText(Path.Combine(FixtureFolder("gemma2"), "config.json"));
+        var node = System.Text.Json.Nodes.JsonNode.Parse(json)!.AsObject();
+        node["attn_logit_softcapping"] = null;
+        using var fast = LoadModel(ModelConfig.Parse(node.ToJsonString()), FixtureFolder("gemma2"));
+        node["attn_logit_softcapping"] = 1e7;
+        using var explicitPath = LoadModel(ModelConfig.Parse(node.ToJsonString()), FixtureFolder("gemma2"));
+        Assert.Null(fast.Traits.AttentionLogitSoftcap);
+        Assert.NotEqual(1.0 / Math.Sqrt(fast.Traits.HeadDim), fast.Traits.AttentionScale);
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        var (ids, mask) = Pad([Sequence, [7, 3, 19, 44, 50]], [false, true]);
+        foreach (var mode in new[] { AttentionMode.Causal, AttentionMode.Bidirectional })
+        {
+            Tensor m = mask.unsqueeze(-1);
+            double diff = MaxAbsDiff(fast.Forward(ids, mask, mode) * m, explicitPath.Forward(ids, mask, mode) * m);
+            Assert.True(diff < 1e-5, $"{mode}: SDPA and explicit attention differ by {diff}");
+        }
+    }
+
+    [Fact]
     public void GradientsReachEveryParameter()
     {
         using var model = LoadFixtureModel("gemma2");
