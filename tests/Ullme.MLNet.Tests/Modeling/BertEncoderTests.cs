@@ -89,6 +89,75 @@ public sealed class BertEncoderTests(ITestOutputHelper output)
         Assert.False(model.IsIgnorableCheckpointKey("bert.embeddings.word_embeddings.weight"));
     }
 
+    [Theory]
+    [InlineData("bert.")]   // BertModel / BertForMaskedLM checkpoints
+    [InlineData("")]        // sentence-transformers checkpoints
+    public void CheckpointsWithAndWithoutBertPrefixLoadAndExtrasAreIgnored(string prefix)
+    {
+        using var source = CreateTiny(seed: 1);
+        using var target = CreateTiny(seed: 2);
+        string folder = Path.Combine(Path.GetTempPath(), $"ullme-bert-ckpt-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(folder);
+        try
+        {
+            using var scope = NewDisposeScope();
+            var entries = source.named_parameters().Select(p => KeyValuePair.Create(prefix + p.name, (Tensor)p.parameter)).ToList();
+            // What HF checkpoints carry besides the encoder: the pooler, the position-id buffer, MLM/NSP heads.
+            entries.Add(KeyValuePair.Create(prefix + "pooler.dense.weight", randn(32, 32)));
+            entries.Add(KeyValuePair.Create(prefix + "pooler.dense.bias", zeros(32)));
+            entries.Add(KeyValuePair.Create(prefix + "embeddings.position_ids", arange(64, ScalarType.Int64).unsqueeze(0)));
+            if (prefix.Length > 0)
+            {
+                entries.Add(KeyValuePair.Create("cls.predictions.bias", zeros(100)));
+                entries.Add(KeyValuePair.Create("cls.seq_relationship.weight", randn(2, 32)));
+            }
+            SafeTensors.Save(Path.Combine(folder, "model.safetensors"), entries);
+
+            CheckpointLoader.Load(target, folder, ScalarType.Float32, CPU);
+
+            using var noGrad = no_grad();
+            var ids = tensor(RandomIds(new Random(9), 12), [1, 12]);
+            var mask = ones(1, 12, ScalarType.Int64);
+            Assert.True(source.Forward(ids, mask, AttentionMode.Bidirectional)
+                .allclose(target.Forward(ids, mask, AttentionMode.Bidirectional), rtol: 0, atol: 0));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void CheckpointMissingALayerIsRejected()
+    {
+        using var source = CreateTiny(seed: 1);
+        using var target = CreateTiny(seed: 2);
+        var weights = source.named_parameters().Where(p => !p.name.StartsWith("encoder.layer.1.output.", StringComparison.Ordinal))
+            .ToDictionary(p => "bert." + p.name, p => (Tensor)p.parameter);
+        var e = Assert.Throws<UllmeException>(() => CheckpointLoader.LoadStateDict(target, weights, "partial.safetensors", ScalarType.Float32, CPU));
+        Assert.Contains("encoder.layer.1.output.dense.weight", e.Message);
+    }
+
+    [Fact]
+    public void GradientsReachEveryParameter()
+    {
+        // Forward never disables autograd: fine-tuning backpropagates through it (padding included).
+        using var model = CreateTiny();
+        using var scope = NewDisposeScope();
+        var ids = tensor(new long[] { 1, 2, 3, 4, 5, 6, 0, 0 }, [2, 4]);
+        var mask = tensor(new long[] { 1, 1, 1, 1, 1, 1, 0, 0 }, [2, 4]);
+        var states = model.Forward(ids, mask, AttentionMode.Bidirectional);
+        Assert.True(states.requires_grad);
+        states.pow(2).mean().backward();
+        foreach (var (name, parameter) in model.named_parameters())
+        {
+            if (name == "embeddings.token_type_embeddings.weight") continue; // only row 0 is used; checked below
+            Assert.NotNull(parameter.grad);
+            Assert.True(parameter.grad!.abs().sum().item<float>() > 0, $"{name} got no gradient");
+        }
+        Assert.True(model.named_parameters().Single(p => p.name == "embeddings.token_type_embeddings.weight").parameter.grad![0].abs().sum().item<float>() > 0);
+    }
+
     [Fact]
     public void CausalModeIsRejected()
     {
@@ -114,6 +183,12 @@ public sealed class BertEncoderTests(ITestOutputHelper output)
         using var ids = zeros(1, 65, ScalarType.Int64);
         using var mask = ones(1, 65, ScalarType.Int64);
         Assert.Contains("max_position_embeddings", Assert.Throws<UllmeException>(() => model.Forward(ids, mask, AttentionMode.Bidirectional)).Message);
+
+        using var badIds = tensor(new long[] { 1, 100 }, [1, 2]);
+        using var twoMask = ones(1, 2, ScalarType.Int64);
+        var vocabError = Assert.Throws<UllmeException>(() => model.Forward(badIds, twoMask, AttentionMode.Bidirectional));
+        Assert.Contains("100", vocabError.Message);
+        Assert.Contains("vocab_size", vocabError.Message);
     }
 
     [Theory]
