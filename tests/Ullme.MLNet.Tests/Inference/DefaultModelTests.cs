@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Ullme.MLNet.Inference;
 using Ullme.MLNet.Modeling;
+using Ullme.MLNet.Pooling;
 using Ullme.MLNet.Tests.Infrastructure;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -131,6 +132,40 @@ public sealed class DefaultModelTests(DefaultModelFolderFixture fixture, ITestOu
         {
             foreach (var t in imported.Values) t.Dispose();
         }
+    }
+
+    [Fact]
+    public void LoadedDefaultModelEmbedsLikeOnnxRuntime()
+    {
+        // End to end: folder → UllmeModel (tokenizer + encoder + sentence-transformers settings) → engine, against
+        // ONNX Runtime's last_hidden_state on the same token ids, mean-pooled and normalised.
+        using var model = UllmeModel.Load(fixture.Folder);
+        Assert.Equal((PoolingMode.Mean, true, 256, 384), (model.Defaults.Pooling, model.Defaults.Normalize, model.Defaults.MaxLength, model.EmbeddingDimension));
+        string[] texts = ["A man is playing a guitar.", "Héllo, wörld! Tokenizers split punctuation_and_accents.", "short"];
+        var embeddings = new EmbeddingEngine(model).Embed(texts);
+
+        using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(DefaultModel.ReadResource(DefaultModel.OnnxResourceName));
+        float maxDiff = 0;
+        for (int i = 0; i < texts.Length; i++)
+        {
+            long[] ids = [.. model.Tokenizer.Encode(texts[i]).Select(id => (long)id)];
+            Assert.Equal(101, ids[0]);
+            Assert.Equal(102, ids[^1]);
+            long[] shape = [1, ids.Length];
+            using var idsValue = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(ids, shape);
+            using var maskValue = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, ids.Length).ToArray(), shape);
+            using var typeValue = Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(new long[ids.Length], shape);
+            using var runOptions = new Microsoft.ML.OnnxRuntime.RunOptions();
+            using var results = session.Run(runOptions, ["input_ids", "attention_mask", "token_type_ids"], [idsValue, maskValue, typeValue], ["last_hidden_state"]);
+            var states = results[0].GetTensorDataAsSpan<float>().ToArray();
+            var mean = new double[384];
+            for (int t = 0; t < ids.Length; t++)
+                for (int h = 0; h < 384; h++) mean[h] += states[t * 384 + h] / ids.Length;
+            double norm = Math.Sqrt(mean.Sum(x => x * x));
+            for (int h = 0; h < 384; h++) maxDiff = Math.Max(maxDiff, (float)Math.Abs(mean[h] / norm - embeddings[i][h]));
+        }
+        output.WriteLine($"engine vs ONNX Runtime, pooled+normalised: max |diff| = {maxDiff:E2}");
+        Assert.True(maxDiff < 1e-4f, $"default model embeddings differ from ONNX Runtime by {maxDiff:E2}");
     }
 
     [Fact]
