@@ -64,6 +64,18 @@ public sealed class EvaluationContext
     public IReadOnlyList<T> Take<T>(IReadOnlyList<T> items) =>
         Limit is int n && n < items.Count ? items.Take(n).ToArray() : items;
 
+    /// <summary>
+    /// <see cref="Limit"/> items spread evenly over the list (rows i * count / limit), for labelled data that is often
+    /// sorted by label (Banking77 is): the first N rows would hold a single class.
+    /// </summary>
+    public IReadOnlyList<T> TakeSpread<T>(IReadOnlyList<T> items)
+    {
+        if (Limit is not int n || n >= items.Count) return items;
+        var result = new T[n];
+        for (int i = 0; i < n; i++) result[i] = items[(int)((long)i * items.Count / n)];
+        return result;
+    }
+
     /// <summary>Synchronous IProgress (Progress&lt;T&gt; posts to a context and may reorder or lag).</summary>
     private sealed class InlineProgress<T>(Action<T> report) : IProgress<T>
     {

@@ -32,7 +32,7 @@ internal sealed class OnnxMiniLmReference : ITextEmbeddingSource, IDisposable
             ?? throw new InvalidOperationException("model.onnx resource missing");
         using var buffer = new MemoryStream();
         model.CopyTo(buffer);
-        var options = new SessionOptions { IntraOpNumThreads = 2, InterOpNumThreads = 1 };
+        var options = new SessionOptions { IntraOpNumThreads = 1, InterOpNumThreads = 1 };
         _session = new InferenceSession(buffer.ToArray(), options);
     }
 

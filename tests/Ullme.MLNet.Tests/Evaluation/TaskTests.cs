@@ -218,6 +218,20 @@ public class TaskTests
     }
 
     [Fact]
+    public void LimitSpreadsLabelledRowsSoSortedFilesKeepTheirClasses()
+    {
+        // Rows sorted by label (like Banking77's train.csv): a limit of 6 must not take 6 rows of class 0.
+        var fake = new FakeEmbedder(Cluster);
+        var task = new ClusteringTask("Sorted", Split("test", Points(20))) { Runs = 1 };
+        task.Evaluate(new EvaluationContext(fake) { Limit = 6 });
+        Assert.Equal(6, fake.Calls.Count);
+        Assert.Equal(3, fake.Calls.Select(c => c.Text[..2]).Distinct().Count());
+        var cv = new ClassificationTask("SortedCV", "train", Points(20));
+        var e = Assert.Throws<UllmeException>(() => cv.Evaluate(new EvaluationContext(fake) { Limit = 6 }));
+        Assert.Contains("--limit", e.Message);
+    }
+
+    [Fact]
     public void LimitTruncatesEverySplit()
     {
         var fake = new FakeEmbedder(FakeEmbedder.Angle);

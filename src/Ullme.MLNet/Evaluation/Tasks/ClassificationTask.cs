@@ -74,11 +74,11 @@ public sealed class ClassificationTask : EvaluationTask
         var result = new Dictionary<string, SplitScores>();
         if (_crossValidationSplit is string cvSplit)
         {
-            result[cvSplit] = CrossValidate(context, cvSplit, context.Take(_train));
+            result[cvSplit] = CrossValidate(context, cvSplit, context.TakeSpread(_train));
             return result;
         }
 
-        var train = context.Take(_train);
+        var train = context.TakeSpread(_train);
         var labelIndex = LabelIndex(train);
         var trainY = train.Select(t => labelIndex[t.Label]).ToArray();
         var selections = new List<int[]>();
@@ -96,7 +96,7 @@ public sealed class ClassificationTask : EvaluationTask
 
         foreach (var (split, all) in _eval)
         {
-            var rows = context.Take(all);
+            var rows = context.TakeSpread(all);
             var testX = context.Embed(this, $"{split}: texts", rows.Select(r => r.Text).ToArray(), TextRole.Symmetric);
             // Labels never seen in training still need an index (they can only be mispredicted).
             var index = new Dictionary<string, int>(labelIndex, StringComparer.Ordinal);
@@ -119,6 +119,8 @@ public sealed class ClassificationTask : EvaluationTask
 
     private SplitScores CrossValidate(EvaluationContext context, string split, IReadOnlyList<LabeledText> data)
     {
+        if (data.Count < 2 * Folds)
+            throw new UllmeException($"task {Name}: {Folds}-fold cross-validation needs at least {2 * Folds} texts, got {data.Count} (raise --limit)");
         var index = LabelIndex(data);
         var y = data.Select(d => index[d.Label]).ToArray();
         var vectors = context.Embed(this, $"{split}: texts", data.Select(d => d.Text).ToArray(), TextRole.Symmetric);

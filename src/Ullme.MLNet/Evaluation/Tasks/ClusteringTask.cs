@@ -41,7 +41,7 @@ public sealed class ClusteringTask : EvaluationTask
         var result = new Dictionary<string, SplitScores>();
         foreach (var (split, all) in _splits)
         {
-            var rows = context.Take(all);
+            var rows = context.TakeSpread(all);
             var labels = rows.Select(r => r.Label).ToArray();
             int k = labels.Distinct().Count();
             var vectors = context.Embed(this, $"{split}: texts", rows.Select(r => r.Text).ToArray(), TextRole.Symmetric);
