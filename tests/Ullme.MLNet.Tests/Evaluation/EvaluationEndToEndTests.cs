@@ -5,6 +5,7 @@ using Ullme.MLNet.Evaluation.Results;
 using Ullme.MLNet.Evaluation.Tasks;
 using Ullme.MLNet.Inference;
 using Ullme.MLNet.Modeling;
+using Ullme.MLNet.Pooling;
 using Ullme.MLNet.Tests.Infrastructure;
 
 namespace Ullme.MLNet.Tests.Evaluation;
@@ -101,6 +102,22 @@ public sealed class EvaluationEndToEndTests : IDisposable
         Assert.Contains("sts-dev.csv:2:", message);
         Assert.DoesNotContain("   at ", message);
         Assert.False(Directory.Exists(Path.Combine(_dir, "out")));
+    }
+
+    [AssetFact]
+    public void CacheKeyFollowsResolvedSettings()
+    {
+        using var model = UllmeModel.Load(Assets.Stories260K);
+        var engine = new EmbeddingEngine(model);
+        string Key(EmbeddingOptions o) => new EngineEmbeddingSource(engine, o).CacheKey;
+        var defaults = model.Defaults;
+        // An explicit setting equal to the model's default shares cache entries with "default"...
+        Assert.Equal(Key(new EmbeddingOptions()), Key(new EmbeddingOptions { Pooling = defaults.Pooling, MaxLength = defaults.MaxLength }));
+        // ...anything that changes the vectors does not; the batch size does not change them.
+        Assert.NotEqual(Key(new EmbeddingOptions()), Key(new EmbeddingOptions { Pooling = PoolingMode.LastToken }));
+        Assert.NotEqual(Key(new EmbeddingOptions()), Key(new EmbeddingOptions { Attention = AttentionMode.Causal }));
+        Assert.NotEqual(Key(new EmbeddingOptions()), Key(new EmbeddingOptions { Normalize = false }));
+        Assert.Equal(Key(new EmbeddingOptions()), Key(new EmbeddingOptions { BatchSize = 7 }));
     }
 
     [AssetFact]
