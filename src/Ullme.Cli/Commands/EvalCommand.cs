@@ -92,8 +92,7 @@ internal static class EvalCommand
             {
                 if (p.Stage == "done") err.MarkupLine($"[grey]{p.TaskIndex + 1}/{p.TaskCount}[/] {Markup.Escape(p.Task)} done");
             }), cancellationToken);
-            PrintSummary(report);
-            foreach (var file in report.Files) err.MarkupLine($"[grey]wrote[/] {Markup.Escape(file)}");
+            Finish(err, report);
             return 0;
         }
         err.Progress()
@@ -121,10 +120,15 @@ internal static class EvalCommand
                 report = UllmeEvaluation.Run(model, tasks, options, progress, cancellationToken);
             });
 
-        PrintSummary(report!);
-        foreach (var file in report!.Files) err.MarkupLine($"[grey]wrote[/] {Markup.Escape(file)}");
-        err.MarkupLine($"[grey]embedding cache: {report.CacheMisses} texts embedded, {report.CacheHits} reused[/]");
+        Finish(err, report!);
         return 0;
+    }
+
+    private static void Finish(IAnsiConsole err, EvaluationReport report)
+    {
+        PrintSummary(report);
+        foreach (var file in report.Files) err.MarkupLine($"[grey]wrote[/] {Markup.Escape(file)}");
+        err.MarkupLine($"[grey]embedding cache: {report.CacheMisses} texts embedded, {report.CacheHits} reused[/]");
     }
 
     private static void PrintSummary(EvaluationReport report)
