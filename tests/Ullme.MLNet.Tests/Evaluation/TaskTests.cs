@@ -182,6 +182,30 @@ public class TaskTests
     }
 
     [Fact]
+    public void CosineSearchMatchesBruteForceAcrossBlocks()
+    {
+        // 37 queries x 101 documents in blocks of 8 queries x 16 documents: the per-block top-k must merge into the
+        // exact global top-k (checked against a double-precision brute force).
+        var rng = new Random(7);
+        float[] V(int d) => Enumerable.Range(0, d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var queries = Enumerable.Range(0, 37).Select(_ => V(5)).ToArray();
+        var corpus = Enumerable.Range(0, 101).Select(_ => V(5)).ToArray();
+        var hits = Ullme.MLNet.Evaluation.Metrics.CosineSearch.TopK(queries, corpus, k: 10, queryBlock: 8, corpusBlock: 16);
+        for (int q = 0; q < queries.Length; q++)
+        {
+            var expected = Enumerable.Range(0, corpus.Length)
+                .Select(i => (Index: i, Score: Ullme.MLNet.Evaluation.Metrics.PairedScores.CosineOf(queries[q], corpus[i])))
+                .OrderByDescending(x => x.Score).Take(10).ToArray();
+            Assert.Equal(expected.Select(e => e.Index), hits[q].Select(h => h.Index));
+            for (int i = 0; i < 10; i++) Assert.Equal(expected[i].Score, hits[q][i].Score, 1e-5);
+        }
+        // k larger than the corpus returns the whole corpus, best first.
+        var all = Ullme.MLNet.Evaluation.Metrics.CosineSearch.TopK(queries[..1], corpus[..3], k: 1000);
+        Assert.Equal(3, all[0].Length);
+        Assert.True(all[0][0].Score >= all[0][1].Score && all[0][1].Score >= all[0][2].Score);
+    }
+
+    [Fact]
     public void RerankingRanksPositivesFirst()
     {
         var samples = new[]
