@@ -167,8 +167,10 @@ internal static class SchemaChecks
 
     public static void CheckInput(SchemaShape shape, string inputColumnName)
     {
-        if (!shape.TryFindColumn(inputColumnName, out var col))
+        var matches = shape.Where(c => c.Name == inputColumnName).ToList();
+        if (matches.Count == 0)
             throw new UllmeException($"UllmeEmbed: input column '{inputColumnName}' not found; the data has columns {string.Join(", ", shape.Select(c => "'" + c.Name + "'"))}.");
+        var col = matches[^1];
         if (col.Kind != SchemaShape.Column.VectorKind.Scalar || col.ItemType is not TextDataViewType)
         {
             string found = col.Kind == SchemaShape.Column.VectorKind.Scalar ? $"{col.ItemType}" : $"{col.Kind}<{col.ItemType}>";
