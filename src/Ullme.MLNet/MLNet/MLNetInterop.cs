@@ -122,6 +122,9 @@ namespace Ullme.MLNet.MLNet
         public static SchemaShape.Column VectorColumn(string name, DataViewType itemType) =>
             new(name, SchemaShape.Column.VectorKind.Vector, itemType, isKey: false);
 
+        /// <summary>The schema shape of a concrete schema (what ML.NET's estimator chains pass to GetOutputSchema).</summary>
+        public static SchemaShape ShapeOf(DataViewSchema schema) => SchemaShape.Create(schema);
+
         /// <summary>
         /// Writes the transformer into its folder of the model zip: version info, the manifest as its own stream, and
         /// each model file streamed from disk into <c>Files/&lt;relative path&gt;</c>.
