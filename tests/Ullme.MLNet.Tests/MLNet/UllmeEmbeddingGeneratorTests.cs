@@ -113,10 +113,12 @@ public sealed class UllmeEmbeddingGeneratorTests
     }
 
     [Fact]
-    public void Invalid_arguments_are_rejected()
+    public async Task Invalid_arguments_are_rejected()
     {
         Assert.Throws<UllmeException>(() => new UllmeEmbeddingGenerator(MLNetTestData.Default, new EmbeddingOptions { BatchSize = 0 }));
         using var generator = Generator();
-        Assert.ThrowsAsync<ArgumentNullException>(() => generator.GenerateAsync(null!)).GetAwaiter().GetResult();
+        await Assert.ThrowsAsync<ArgumentNullException>(() => generator.GenerateAsync(null!));
+        var e = await Assert.ThrowsAsync<UllmeException>(() => generator.GenerateAsync(["ok", null!]));
+        Assert.Contains("value 1", e.Message);
     }
 }
