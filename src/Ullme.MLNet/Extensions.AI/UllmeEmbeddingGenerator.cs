@@ -93,14 +93,13 @@ public sealed class UllmeEmbeddingGenerator : IEmbeddingGenerator<string, Embedd
             cancellationToken.ThrowIfCancellationRequested();
             int count = Math.Min(window, texts.Count - start);
             var chunk = texts.GetRange(start, count);
-            long chunkTokens = 0;
             // The forward pass is CPU/GPU-bound: run it off the caller's thread so concurrent callers overlap their
             // tokenisation and the caller's synchronization context is never blocked.
-            float[][] vectors = await Task.Run(() => _engine.Embed(chunk, _options,
-                new SyncProgress<EngineProgress>(p => chunkTokens = p.Tokens), cancellationToken), cancellationToken).ConfigureAwait(false);
-            tokens += chunkTokens;
+            var detailed = await Task.Run(() => _engine.EmbedDetailed(chunk, _options, progress: null, cancellationToken), cancellationToken)
+                .ConfigureAwait(false);
+            tokens += detailed.TokenCount;
             DateTimeOffset createdAt = DateTimeOffset.UtcNow;
-            foreach (float[] v in vectors)
+            foreach (float[] v in detailed.Embeddings)
             {
                 float[] vector = keep is { } n && n < v.Length ? Truncate(v, n, _options.Normalize) : v;
                 result.Add(new Embedding<float>(vector) { ModelId = modelId, CreatedAt = createdAt });

@@ -34,7 +34,7 @@ public sealed class UllmeEmbeddingTransformer : ITransformer, IDisposable
         _options = options.Clone();
         _options.Validate(modelIsLoaded: true);
         _embeddingOptions = _options.ToEmbeddingOptions();
-        _engine = new EmbeddingEngine(model);
+        _engine = new EmbeddingEngine(model, new ChannelLogger(_host, "UllmeEmbed"));
         _ownsModel = ownsModel;
         ModelId = modelId ?? model.ModelId;
         EmbeddingDimension = model.EmbeddingDimension;
@@ -111,9 +111,10 @@ public sealed class UllmeEmbeddingTransformer : ITransformer, IDisposable
     {
         if (MLNetInterop.IsCanceled(_host))
             throw new OperationCanceledException("ML.NET execution was canceled (MLContext.CancelExecution).");
-        long tokens = 0;
         var sw = Stopwatch.StartNew();
-        float[][] result = _engine.Embed(texts, _embeddingOptions, new SyncProgress<EngineProgress>(p => tokens = p.Tokens));
+        var detailed = _engine.EmbedDetailed(texts, _embeddingOptions);
+        float[][] result = detailed.Embeddings;
+        long tokens = detailed.TokenCount;
         if (result.Length != texts.Count)
             throw new InvalidOperationException($"The engine returned {result.Length} embeddings for {texts.Count} texts.");
         Interlocked.Add(ref _rowsEmbedded, texts.Count);
@@ -145,12 +146,6 @@ public sealed class UllmeEmbeddingTransformer : ITransformer, IDisposable
         var model = LoadModel(env, options, folder);
         return new UllmeEmbeddingTransformer(env, options, model, ownsModel: true, modelId);
     }
-}
-
-/// <summary>An <see cref="IProgress{T}"/> that reports on the calling thread (unlike <see cref="Progress{T}"/>).</summary>
-internal sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
-{
-    public void Report(T value) => report(value);
 }
 
 /// <summary>Input checks shared by the estimator and the transformer.</summary>

@@ -18,6 +18,9 @@ internal static class MLNetTestData
     /// <summary>all-MiniLM-L6-v2, shared by the tests (the engine is thread-safe).</summary>
     public static UllmeModel Default => DefaultModel.Value;
 
+    /// <summary>D of the default model (384).</summary>
+    public static int Dim => Default.EmbeddingDimension;
+
     /// <summary>A self-contained folder copy of the default model (for path-based options and save/load).</summary>
     public static string DefaultModelFolder => DefaultFolder.Value;
 

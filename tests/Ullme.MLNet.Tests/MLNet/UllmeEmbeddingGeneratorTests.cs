@@ -68,7 +68,7 @@ public sealed class UllmeEmbeddingGeneratorTests
         Assert.NotNull(meta);
         Assert.Equal(UllmeEmbeddingGenerator.ProviderName, meta.ProviderName);
         Assert.Equal(MLNetTestData.Default.ModelId, meta.DefaultModelId);
-        Assert.Equal(384, meta.DefaultModelDimensions);
+        Assert.Equal(MLNetTestData.Dim, meta.DefaultModelDimensions);
         Assert.Same(generator, g.GetService<UllmeEmbeddingGenerator>());
         Assert.Same(generator, g.GetService<IEmbeddingGenerator<string, Embedding<float>>>());
         Assert.Same(generator.Engine, g.GetService<EmbeddingEngine>());

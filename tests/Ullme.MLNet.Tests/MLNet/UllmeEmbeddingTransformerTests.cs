@@ -60,8 +60,8 @@ public sealed class UllmeEmbeddingTransformerTests
         var schema = transformer.GetOutputSchema(source.Schema);
         var type = Assert.IsType<VectorDataViewType>(schema["Pair"].Type);
         Assert.Equal(NumberDataViewType.Single, type.ItemType);
-        Assert.Equal(384, type.Size);
-        Assert.Equal(384, transformer.EmbeddingDimension);
+        Assert.Equal(MLNetTestData.Dim, type.Size);
+        Assert.Equal(MLNetTestData.Dim, transformer.EmbeddingDimension);
         Assert.True(schema[2].IsHidden); // the input's Pair column
     }
 
@@ -124,7 +124,7 @@ public sealed class UllmeEmbeddingTransformerTests
         var schemaOnly = new CountingTextView(0, schemaOnly: true); // any cursor request throws
         var transformer = ml.Transforms.UllmeEmbed(MLNetTestData.Default).Fit(schemaOnly);
         var output = transformer.Transform(schemaOnly);
-        Assert.Equal(384, ((VectorDataViewType)output.Schema["Features"].Type).Size);
+        Assert.Equal(MLNetTestData.Dim, ((VectorDataViewType)output.Schema["Features"].Type).Size);
     }
 
     [Fact]

@@ -64,7 +64,7 @@ public sealed class UllmeModelSaveLoadTests
             var restored = Assert.IsType<UllmeEmbeddingTransformer>(loaded as UllmeEmbeddingTransformer ?? ((TransformerChain<ITransformer>)loaded).Single());
             Assert.Equal(4, restored.Options.BatchSize);
             Assert.Equal(MLNetTestData.Default.ModelId, restored.ModelId);
-            Assert.Equal(384, restored.EmbeddingDimension);
+            Assert.Equal(MLNetTestData.Dim, restored.EmbeddingDimension);
 
             // A loaded model saves again (from its in-memory weights) and still loads.
             string zip2 = Path.Combine(dir, "again.zip");
@@ -100,12 +100,12 @@ public sealed class UllmeModelSaveLoadTests
             Assert.True(process.ExitCode == 0, $"exit {process.ExitCode}\n{stdout}\n{stderr}");
 
             var bytes = File.ReadAllBytes(outFile);
-            Assert.Equal(texts.Count * 384 * sizeof(float), bytes.Length);
+            Assert.Equal(texts.Count * MLNetTestData.Dim * sizeof(float), bytes.Length);
             var floats = new float[bytes.Length / 4];
             Buffer.BlockCopy(bytes, 0, floats, 0, bytes.Length);
             var expected = MLNetTestData.Reference(texts);
             for (int i = 0; i < texts.Count; i++)
-                MLNetTestData.AssertClose(expected[i], floats.AsSpan(i * 384, 384).ToArray(), 1e-5f);
+                MLNetTestData.AssertClose(expected[i], floats.AsSpan(i * MLNetTestData.Dim, MLNetTestData.Dim).ToArray(), 1e-5f);
         }
         finally { Directory.Delete(dir, true); }
     }
