@@ -1,6 +1,6 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using Ullme.MLNet.MLNet;
+using Ullme.MLNet.Transforms;
 
 namespace Ullme.MLNet.Samples;
 

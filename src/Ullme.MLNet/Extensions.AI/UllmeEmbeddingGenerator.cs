@@ -1,6 +1,6 @@
 using Microsoft.Extensions.AI;
 using Ullme.MLNet.Inference;
-using Ullme.MLNet.MLNet;
+using Ullme.MLNet.Transforms;
 
 namespace Ullme.MLNet.Extensions.AI;
 

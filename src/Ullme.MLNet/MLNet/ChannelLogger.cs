@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.ML.Runtime;
 
-namespace Ullme.MLNet.MLNet;
+namespace Ullme.MLNet.Transforms;
 
 /// <summary>
 /// An <see cref="ILogger"/> that writes into ML.NET's channels, so the engine's own messages (e.g. "N texts were

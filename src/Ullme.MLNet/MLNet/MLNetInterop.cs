@@ -12,7 +12,7 @@ using System.Runtime.CompilerServices;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
-using Ullme.MLNet.MLNet;
+using Ullme.MLNet.Transforms;
 
 [assembly: IgnoresAccessChecksTo("Microsoft.ML.Core")]
 [assembly: IgnoresAccessChecksTo("Microsoft.ML.Data")]
@@ -35,7 +35,7 @@ namespace System.Runtime.CompilerServices
     }
 }
 
-namespace Ullme.MLNet.MLNet
+namespace Ullme.MLNet.Transforms
 {
     /// <summary>The context settings of an <see cref="MLContext"/> that the transform honours.</summary>
     internal readonly record struct MLContextSettings(int? Seed, int? GpuDeviceId, bool FallbackToCpu);

@@ -1,9 +1,12 @@
-using Microsoft.ML;
+using Ullme.MLNet;
 using Ullme.MLNet.Inference;
+using Ullme.MLNet.Transforms;
 using Ullme.MLNet.Modeling;
 using Ullme.MLNet.Pooling;
 
-namespace Ullme.MLNet.MLNet;
+// In ML.NET's namespace, like ML.NET's own catalog extensions (OnnxCatalog, ...): `using Microsoft.ML;` is all a
+// pipeline needs to find UllmeEmbed.
+namespace Microsoft.ML;
 
 /// <summary>
 /// <c>mlContext.Transforms.UllmeEmbed(...)</c>: a text column becomes an embedding column that ML.NET trainers,

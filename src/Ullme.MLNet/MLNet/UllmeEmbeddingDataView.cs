@@ -2,7 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 
-namespace Ullme.MLNet.MLNet;
+namespace Ullme.MLNet.Transforms;
 
 /// <summary>
 /// The lazy view <see cref="UllmeEmbeddingTransformer.Transform"/> returns: the input's columns plus the embedding

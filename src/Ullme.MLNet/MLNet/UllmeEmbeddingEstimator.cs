@@ -3,7 +3,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using Ullme.MLNet.Inference;
 
-namespace Ullme.MLNet.MLNet;
+namespace Ullme.MLNet.Transforms;
 
 /// <summary>
 /// The estimator behind <c>mlContext.Transforms.UllmeEmbed(...)</c>. Embedding needs no training, so

@@ -2,7 +2,7 @@ using Ullme.MLNet.Inference;
 using Ullme.MLNet.Modeling;
 using Ullme.MLNet.Pooling;
 
-namespace Ullme.MLNet.MLNet;
+namespace Ullme.MLNet.Transforms;
 
 /// <summary>
 /// Settings of the <c>UllmeEmbed</c> transform: which model, how texts become vectors (pooling, attention, instruction,

@@ -1,7 +1,7 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
-namespace Ullme.MLNet.MLNet;
+namespace Ullme.MLNet.Transforms;
 
 /// <summary>
 /// Row-at-a-time mapping for <see cref="PredictionEngine{TSrc,TDst}"/> and composed transformer chains: the output

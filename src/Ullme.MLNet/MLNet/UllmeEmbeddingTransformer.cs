@@ -4,7 +4,7 @@ using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using Ullme.MLNet.Inference;
 
-namespace Ullme.MLNet.MLNet;
+namespace Ullme.MLNet.Transforms;
 
 /// <summary>
 /// The fitted embedding transform: appends a <c>Vector&lt;Single, D&gt;</c> column holding the embedding of a text

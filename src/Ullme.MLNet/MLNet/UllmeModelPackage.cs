@@ -4,7 +4,7 @@ using System.Text.Json.Serialization;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
 
-namespace Ullme.MLNet.MLNet;
+namespace Ullme.MLNet.Transforms;
 
 /// <summary>
 /// What an <see cref="UllmeEmbeddingTransformer"/> writes into an ML.NET model zip, and how it is read back.

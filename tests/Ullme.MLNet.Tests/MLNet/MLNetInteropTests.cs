@@ -1,9 +1,9 @@
 using Microsoft.ML;
 using Mono.Cecil;
 using Mono.Cecil.Cil;
-using Ullme.MLNet.MLNet;
+using Ullme.MLNet.Transforms;
 
-namespace Ullme.MLNet.Tests.MLNet;
+namespace Ullme.MLNet.Tests.MLNetIntegration;
 
 /// <summary>
 /// Guards the one place that uses ML.NET internals. If an ML.NET upgrade renames, removes or changes the signature of

@@ -1,10 +1,10 @@
 using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using Ullme.MLNet.MLNet;
+using Ullme.MLNet.Transforms;
 using Ullme.MLNet.Tests.Infrastructure;
 
-namespace Ullme.MLNet.Tests.MLNet;
+namespace Ullme.MLNet.Tests.MLNetIntegration;
 
 /// <summary>
 /// UllmeEmbed feeding ML.NET trainers on real data, scored with ML.NET's evaluators: intent classification

@@ -2,7 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Ullme.MLNet.Inference;
 
-namespace Ullme.MLNet.Tests.MLNet;
+namespace Ullme.MLNet.Tests.MLNetIntegration;
 
 /// <summary>The default model, loaded once per test run, and small deterministic texts.</summary>
 internal static class MLNetTestData

@@ -3,7 +3,7 @@ using Ullme.MLNet.Extensions.AI;
 using Ullme.MLNet.Inference;
 using Ullme.MLNet.Tests.Infrastructure;
 
-namespace Ullme.MLNet.Tests.MLNet;
+namespace Ullme.MLNet.Tests.MLNetIntegration;
 
 /// <summary>IEmbeddingGenerator over the engine: results, Matryoshka dimensions, metadata, usage, GetService contract,
 /// cancellation between windows, concurrent callers.</summary>

@@ -1,10 +1,10 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using Ullme.MLNet.MLNet;
+using Ullme.MLNet.Transforms;
 using Ullme.MLNet.Modeling;
 using Ullme.MLNet.Pooling;
 
-namespace Ullme.MLNet.Tests.MLNet;
+namespace Ullme.MLNet.Tests.MLNetIntegration;
 
 /// <summary>Options are validated before anything is loaded, and schema errors name the column and the type found.
 /// None of these tests load a model.</summary>

@@ -1,9 +1,9 @@
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using Ullme.MLNet.MLNet;
+using Ullme.MLNet.Transforms;
 using Ullme.MLNet.Tests.Infrastructure;
 
-namespace Ullme.MLNet.Tests.MLNet;
+namespace Ullme.MLNet.Tests.MLNetIntegration;
 
 /// <summary>The transform as an IDataView operator: schema, laziness, read-ahead batching, order, pass-through columns,
 /// column pruning, ML.NET data operations, PredictionEngine, threads, MLContext settings and logging.</summary>

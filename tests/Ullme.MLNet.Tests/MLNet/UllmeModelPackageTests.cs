@@ -1,7 +1,7 @@
 using System.Text.Json;
-using Ullme.MLNet.MLNet;
+using Ullme.MLNet.Transforms;
 
-namespace Ullme.MLNet.Tests.MLNet;
+namespace Ullme.MLNet.Tests.MLNetIntegration;
 
 /// <summary>The manifest inside a saved model zip: versioning and corruption checks (no model needed).</summary>
 public sealed class UllmeModelPackageTests

@@ -4,10 +4,10 @@ using System.Reflection;
 using System.Text;
 using Microsoft.ML;
 using Microsoft.ML.Data;
-using Ullme.MLNet.MLNet;
+using Ullme.MLNet.Transforms;
 using Ullme.MLNet.Tests.Infrastructure;
 
-namespace Ullme.MLNet.Tests.MLNet;
+namespace Ullme.MLNet.Tests.MLNetIntegration;
 
 /// <summary>mlContext.Model.Save / Load of pipelines containing UllmeEmbed: self-contained zips, identical embeddings,
 /// loading in a brand-new process, and clear errors for future or damaged zips.</summary>
