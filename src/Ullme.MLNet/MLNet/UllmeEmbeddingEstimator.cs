@@ -47,6 +47,6 @@ public sealed class UllmeEmbeddingEstimator : IEstimator<UllmeEmbeddingTransform
     {
         ArgumentNullException.ThrowIfNull(input);
         SchemaChecks.CheckInput(input.Schema, _options.InputColumnName);
-        return new UllmeEmbeddingTransformer(_env, _options, _model.Value, ownsModel: false);
+        return new UllmeEmbeddingTransformer(_env, _options, _model.Value);
     }
 }

@@ -16,18 +16,21 @@ namespace Ullme.MLNet.Transforms;
 /// Cursors that do not ask for the output column pass rows through without embedding anything.
 /// Thread-safe: any number of cursors, <see cref="PredictionEngine{TSrc,TDst}"/>s and threads may share one instance.
 /// Saved with <c>mlContext.Model.Save</c> as a self-contained entry (config, tokenizer, safetensors weights, options).
+/// <para>Deliberately not <see cref="IDisposable"/>: ML.NET's <see cref="PredictionEngine{TSrc,TDst}"/> disposes the
+/// transformer it was created from when the engine is disposed, which would pull the model from under every other
+/// engine sharing it. The model's tensors are freed when the transformer (and its estimator) become unreachable.</para>
 /// </summary>
-public sealed class UllmeEmbeddingTransformer : ITransformer, IDisposable
+public sealed class UllmeEmbeddingTransformer : ITransformer
 {
     private readonly IHost _host;
     private readonly UllmeEmbeddingOptions _options;
     private readonly EmbeddingOptions _embeddingOptions;
     private readonly EmbeddingEngine _engine;
-    private readonly bool _ownsModel;
+    private TemporaryFolder? _temporaryFolder;
     private long _rowsEmbedded;
     private long _engineCalls;
 
-    internal UllmeEmbeddingTransformer(IHostEnvironment env, UllmeEmbeddingOptions options, UllmeModel model, bool ownsModel, string? modelId = null)
+    internal UllmeEmbeddingTransformer(IHostEnvironment env, UllmeEmbeddingOptions options, UllmeModel model, string? modelId = null)
     {
         ArgumentNullException.ThrowIfNull(env);
         _host = env.Register(nameof(UllmeEmbeddingTransformer));
@@ -35,7 +38,6 @@ public sealed class UllmeEmbeddingTransformer : ITransformer, IDisposable
         _options.Validate(modelIsLoaded: true);
         _embeddingOptions = _options.ToEmbeddingOptions();
         _engine = new EmbeddingEngine(model, new ChannelLogger(_host, "UllmeEmbed"));
-        _ownsModel = ownsModel;
         ModelId = modelId ?? model.ModelId;
         EmbeddingDimension = model.EmbeddingDimension;
     }
@@ -96,12 +98,9 @@ public sealed class UllmeEmbeddingTransformer : ITransformer, IDisposable
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => UllmeModelPackage.Save(ctx, this);
 
-    /// <summary>Releases the model's tensors if this transformer owns them (it was loaded from a model zip).
-    /// Transformers fitted by an estimator share the estimator's model and leave it alone.</summary>
-    public void Dispose()
-    {
-        if (_ownsModel) _engine.Model.Dispose();
-    }
+    /// <summary>Takes ownership of the folder a zip was extracted to (tokenizer and config files; the weights are
+    /// already deleted): removed when this transformer is collected, or at process exit.</summary>
+    internal void AttachTemporaryFolder(string folder) => _temporaryFolder = new TemporaryFolder(folder);
 
     /// <summary>
     /// Embeds one window of texts through the engine. Rows come back in the order given. Honours
@@ -144,7 +143,7 @@ public sealed class UllmeEmbeddingTransformer : ITransformer, IDisposable
     internal static UllmeEmbeddingTransformer LoadFromFolder(IHostEnvironment env, UllmeEmbeddingOptions options, string folder, string modelId)
     {
         var model = LoadModel(env, options, folder);
-        return new UllmeEmbeddingTransformer(env, options, model, ownsModel: true, modelId);
+        return new UllmeEmbeddingTransformer(env, options, model, modelId);
     }
 }
 
@@ -175,4 +174,33 @@ internal static class SchemaChecks
 
     private static string Describe(DataViewSchema schema) =>
         string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}' ({c.Type})"));
+}
+
+/// <summary>A folder deleted when its owner is collected or the process exits (whichever comes first).</summary>
+internal sealed class TemporaryFolder
+{
+    private static readonly HashSet<string> Live = InitLive();
+    private readonly string _path;
+
+    public TemporaryFolder(string path)
+    {
+        _path = path;
+        lock (Live) Live.Add(path);
+    }
+
+    ~TemporaryFolder()
+    {
+        lock (Live) Live.Remove(_path);
+        UllmeModelPackage.TryDeleteFolder(_path);
+    }
+
+    private static HashSet<string> InitLive()
+    {
+        var set = new HashSet<string>();
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            lock (set) foreach (string f in set) UllmeModelPackage.TryDeleteFolder(f);
+        };
+        return set;
+    }
 }

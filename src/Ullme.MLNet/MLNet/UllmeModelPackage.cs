@@ -113,11 +113,18 @@ internal static class UllmeModelPackage
                         $"expected {file.Length} bytes with SHA-256 {file.Sha256[..Math.Min(12, file.Sha256.Length)]}….");
             }
             var options = manifest.Options!;
-            return UllmeEmbeddingTransformer.LoadFromFolder(env, options, folder, manifest.ModelId);
+            var transformer = UllmeEmbeddingTransformer.LoadFromFolder(env, options, folder, manifest.ModelId);
+            // The weights are in memory now: drop them from disk. The small files (tokenizer, config) stay while the
+            // transformer lives, because UllmeModel.SaveFolder copies tokenizer files from the model's source folder
+            // when the transformer is saved again.
+            foreach (string f in Directory.EnumerateFiles(folder, "*.safetensors*", SearchOption.AllDirectories)) File.Delete(f);
+            transformer.AttachTemporaryFolder(folder);
+            folder = "";
+            return transformer;
         }
         finally
         {
-            TryDeleteFolder(folder);
+            if (folder.Length > 0) TryDeleteFolder(folder);
         }
     }
 
@@ -161,7 +168,7 @@ internal static class UllmeModelPackage
         return folder;
     }
 
-    private static void TryDeleteFolder(string folder)
+    internal static void TryDeleteFolder(string folder)
     {
         try { if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true); }
         catch (IOException) { /* a file still open (e.g. memory-mapped on Windows): the OS temp cleaner takes it */ }
