@@ -49,7 +49,7 @@ public sealed partial class UllmeModel
         var dtype = DeviceSelector.ToScalarType(options.DType);
         var config = ModelConfig.Load(folder);
         var tokenizer = TokenizerLoader.Load(folder);
-        var backbone = BackboneFactory.Create(config);
+        var backbone = BackboneFactory.CreateForLoading(config, dtype, device);
         try
         {
             CheckpointLoader.Load(backbone, folder, dtype, device);

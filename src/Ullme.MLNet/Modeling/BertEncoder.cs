@@ -35,6 +35,7 @@ public sealed class BertEncoder : EmbeddingBackbone
 
     private readonly int hiddenSize;
     private readonly int maxPositions;
+    private readonly int vocabSize;
 
     /// <summary>The configuration this encoder was built from.</summary>
     public ModelConfig Config { get; }
@@ -44,6 +45,7 @@ public sealed class BertEncoder : EmbeddingBackbone
         Config = config;
         hiddenSize = config.HiddenSize;
         maxPositions = config.MaxPositionEmbeddings;
+        vocabSize = config.VocabSize;
         double eps = config.LayerNormEps ?? 1e-12;
         double hiddenDropout = config.HiddenDropoutProb ?? 0.1;
         double attentionDropout = config.AttentionProbsDropoutProb ?? 0.1;
@@ -135,6 +137,14 @@ public sealed class BertEncoder : EmbeddingBackbone
 
         using var scope = NewDisposeScope();
         var device = inputIds.device;
+        if (inputIds.numel() > 0)
+        {
+            long low = inputIds.min().item<long>(), high = inputIds.max().item<long>();
+            if (low < 0 || high >= vocabSize)
+                throw new UllmeException($"BERT input_ids contain token id {(low < 0 ? low : high)}, outside the vocabulary (vocab_size {vocabSize}).");
+            if (positionIds is not null && (positionIds.min().item<long>() < 0 || positionIds.max().item<long>() >= maxPositions))
+                throw new UllmeException($"BERT position_ids must lie in [0, {maxPositions}) (max_position_embeddings).");
+        }
         var keep = attentionMask.to(ScalarType.Bool);                                   // [B, T]
 
         if (positionIds is null)

@@ -43,8 +43,13 @@ public static class CheckpointLoader
         {
             var sources = new List<Source>();
             foreach (var (file, names) in files)
+            {
                 foreach (var name in names)
-                    sources.Add(new Source(name, file.Tensors[name].Shape, file.Path, () => file.Read(name)));
+                {
+                    var info = file.Tensors[name];
+                    sources.Add(new Source(name, info.Shape, info.ScalarType, file.Path, () => file.Read(name), t => file.ReadInto(name, t)));
+                }
+            }
             string description = files.Count == 1 ? $"'{files[0].File.Path}'" : $"the {files.Count} shards of '{System.IO.Path.Combine(folder, IndexFileName)}'";
             LoadCore(module, sources, description, dtype, device);
         }
@@ -62,13 +67,14 @@ public static class CheckpointLoader
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(tensors);
-        var sources = tensors.Select(kv => new Source(kv.Key, kv.Value.shape, source, () => kv.Value)).ToList();
+        var sources = tensors.Select(kv => new Source(kv.Key, kv.Value.shape, kv.Value.dtype, source, () => kv.Value, null)).ToList();
         LoadCore(module, sources, $"'{source}'", dtype, device);
     }
 
-    /// <summary>One checkpoint tensor: its key, shape and file, and how to read it (a tensor created inside the
-    /// reading dispose scope is freed after the copy; a caller's in-memory tensor is returned as is).</summary>
-    private sealed record Source(string Key, long[] Shape, string File, Func<Tensor> Read);
+    /// <summary>One checkpoint tensor: its key, shape, stored dtype and file, and how to read it (a tensor created
+    /// inside the reading dispose scope is freed after the copy; a caller's in-memory tensor is returned as is).
+    /// <paramref name="ReadInto"/>, when set, fills a same-dtype CPU tensor in place without a temporary.</summary>
+    private sealed record Source(string Key, long[] Shape, ScalarType DType, string File, Func<Tensor> Read, Action<Tensor>? ReadInto);
 
     private static void LoadCore(EmbeddingBackbone module, List<Source> sources, string description, ScalarType dtype, Device device)
     {
@@ -105,7 +111,12 @@ public static class CheckpointLoader
             filledBy[mapped] = s;
             if (!s.Shape.SequenceEqual(target.shape))
             {
-                problems.Shape.Add($"tensor {shown} in file '{s.File}' has shape {SafeTensorInfo.FormatShape(s.Shape)} in file vs {SafeTensorInfo.FormatShape(target.shape)} expected by the model");
+                problems.Mismatch.Add($"tensor {shown} in file '{s.File}' has shape {SafeTensorInfo.FormatShape(s.Shape)} in file vs {SafeTensorInfo.FormatShape(target.shape)} expected by the model");
+                continue;
+            }
+            if (SafeTensorsDType.IsFloating(s.DType) != SafeTensorsDType.IsFloating(target.dtype))
+            {
+                problems.Mismatch.Add($"tensor {shown} in file '{s.File}' holds {s.DType} values but the model's '{mapped}' is {target.dtype}");
                 continue;
             }
             plan.Add((s, mapped));
@@ -120,37 +131,82 @@ public static class CheckpointLoader
 
         problems.ThrowIfAny(module.GetType().Name, description);
 
-        using (torch.no_grad())
+        CopyIntoModule(plan, expected);
+    }
+
+    /// <summary>
+    /// Reads each planned tensor and copies it into its parameter. A file tensor already in the parameter's dtype
+    /// (on CPU) is read straight into the parameter. Otherwise it is read into a scratch buffer of its stored dtype,
+    /// reused across tensors (fresh multi-MB allocations cost page faults on every tensor), and copy_ converts it.
+    /// </summary>
+    private static void CopyIntoModule(List<(Source Source, string Name)> plan, Dictionary<string, Tensor> expected)
+    {
+        static bool InPlace(Source s, Tensor target) =>
+            s.ReadInto is not null && target.device_type == DeviceType.CPU && target.dtype == s.DType && target.is_contiguous();
+
+        var scratchSize = new Dictionary<ScalarType, long>();
+        foreach (var (s, name) in plan)
         {
+            if (s.ReadInto is null || InPlace(s, expected[name])) continue;
+            long n = s.Shape.Aggregate(1L, (a, b) => a * b);
+            scratchSize[s.DType] = Math.Max(n, scratchSize.GetValueOrDefault(s.DType));
+        }
+
+        var scratch = new Dictionary<ScalarType, Tensor>();
+        try
+        {
+            using var noGrad = torch.no_grad();
             foreach (var (s, name) in plan)
             {
                 var target = expected[name];
                 using var scope = torch.NewDisposeScope();
-                Tensor value;
                 try
                 {
-                    value = s.Read();
+                    if (InPlace(s, target))
+                    {
+                        s.ReadInto!(target); // bytes go straight into the parameter: no temporary, no extra copy
+                        continue;
+                    }
+                    Tensor value;
+                    if (s.ReadInto is not null)
+                    {
+                        if (!scratch.TryGetValue(s.DType, out var buffer))
+                        {
+                            buffer = torch.empty(scratchSize[s.DType], dtype: s.DType, device: CPU).DetachFromDisposeScope();
+                            scratch.Add(s.DType, buffer);
+                        }
+                        value = buffer.narrow(0, 0, s.Shape.Aggregate(1L, (a, b) => a * b)).view(s.Shape);
+                        s.ReadInto(value);
+                    }
+                    else
+                    {
+                        value = s.Read();
+                    }
+                    target.copy_(value); // converts dtype and device; keeps the Parameter object
                 }
                 catch (Exception e) when (e is not UllmeException)
                 {
-                    throw new UllmeException($"Cannot read tensor '{s.Key}' from '{s.File}': {e.Message}", e);
+                    throw new UllmeException($"Cannot load tensor '{s.Key}' from '{s.File}': {e.Message}", e);
                 }
-                target.copy_(value); // converts dtype and device; keeps the Parameter object
             }
+        }
+        finally
+        {
+            foreach (var t in scratch.Values) t.Dispose();
         }
     }
 
     /// <summary>Identifies the memory a tensor views, so tied parameters (several names, one tensor) are recognised
     /// even when each name wraps its own Tensor object.</summary>
-    private static (nint Pointer, long Count, long Handle) StorageKey(Tensor t)
+    private static (nint Address, long Count) StorageKey(Tensor t)
     {
         if (t.numel() == 0 || !t.is_contiguous() || t.device_type != DeviceType.CPU)
-            return (t.Handle, t.numel(), 0); // no storage to compare; fall back to the native handle
+            return (t.Handle, -1); // no CPU memory to compare: fall back to the native tensor handle
         using var flat = t.view(-1);
         using var first = flat.narrow(0, 0, 1);
         unsafe
         {
-            fixed (byte* p = first.bytes) return ((nint)p, t.numel(), 0);
+            fixed (byte* p = first.bytes) return ((nint)p, t.numel());
         }
     }
 
@@ -246,18 +302,18 @@ public static class CheckpointLoader
     {
         public List<string> Unexpected { get; } = [];
         public List<string> Missing { get; } = [];
-        public List<string> Shape { get; } = [];
+        public List<string> Mismatch { get; } = [];
         public List<string> Duplicate { get; } = [];
 
         public void ThrowIfAny(string model, string description)
         {
             var all = new List<string>();
-            Add(all, Shape, "shape mismatches");
+            Add(all, Mismatch, "shape or type mismatches");
             Add(all, Missing, "missing tensors");
             Add(all, Unexpected, "unexpected tensors");
             Add(all, Duplicate, "duplicate tensors");
             if (all.Count == 0) return;
-            int count = Unexpected.Count + Missing.Count + Shape.Count + Duplicate.Count;
+            int count = Unexpected.Count + Missing.Count + Mismatch.Count + Duplicate.Count;
             string head = count == 1
                 ? $"The checkpoint {description} does not match the {model}: "
                 : $"The checkpoint {description} does not match the {model} ({count} problems): ";

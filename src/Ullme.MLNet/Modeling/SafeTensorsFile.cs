@@ -131,6 +131,20 @@ public sealed class SafeTensorsFile : IDisposable
         }
     }
 
+    /// <summary>
+    /// Reads a tensor straight into <paramref name="destination"/>'s memory (no temporary): the destination must be a
+    /// contiguous CPU tensor of the stored dtype and shape. Used to fill parameters in place.
+    /// </summary>
+    internal void ReadInto(string name, Tensor destination)
+    {
+        ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
+        var info = Tensors[name];
+        if (destination.device_type != DeviceType.CPU || !destination.is_contiguous() || destination.dtype != info.ScalarType
+            || !destination.shape.SequenceEqual(info.Shape))
+            throw new InvalidOperationException($"Cannot read '{name}' in place into a {destination.dtype} tensor of shape {SafeTensorInfo.FormatShape(destination.shape)} on {destination.device}.");
+        if (info.ByteLength > 0) FillFromFile(destination, info, DefaultChunkBytes);
+    }
+
     /// <summary>Copies the tensor's bytes from the file straight into the (contiguous, CPU) tensor's storage.</summary>
     private void FillFromFile(Tensor tensor, SafeTensorInfo info, int chunkBytes)
     {

@@ -173,6 +173,18 @@ public sealed class CheckpointLoaderTests : IDisposable
     }
 
     [Fact]
+    public void Load_FloatTensorForAnIntegerBuffer_IsAnError()
+    {
+        using var scope = NewDisposeScope();
+        var bad = GoodCheckpoint().Select(kv => kv.Key == "position_ids" ? new KeyValuePair<string, Tensor>(kv.Key, arange(5f)) : kv);
+        string folder = SaveFolder("kind", bad);
+        using var model = new TinyBackbone();
+        var e = Assert.Throws<UllmeException>(() => CheckpointLoader.Load(model, folder, ScalarType.Float32, CPU));
+        Assert.Contains("'position_ids'", e.Message);
+        Assert.Contains("Float32 values but the model's 'position_ids' is Int64", e.Message);
+    }
+
+    [Fact]
     public void Load_SeveralProblems_AreReportedTogether()
     {
         using var scope = NewDisposeScope();

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using TorchSharp;
 using Ullme.MLNet.Modeling;
 using static TorchSharp.torch;
@@ -18,83 +17,32 @@ internal static class DecoderTestSupport
 
     public static ModelConfig FixtureConfig(string name) => ModelConfig.Load(FixtureFolder(name));
 
-    /// <summary>A fixture's model in float32 with the reference weights loaded.</summary>
-    public static DecoderModel LoadFixtureModel(string name, ScalarType dtype = ScalarType.Float32)
-    {
-        var model = DecoderModel.Create(FixtureConfig(name), initializeWeights: false);
-        LoadWeights(model, Path.Combine(FixtureFolder(name), "model.safetensors"));
-        if (dtype != ScalarType.Float32) model.to(dtype);
-        model.eval();
-        return model;
-    }
+    /// <summary>A fixture's model with the reference weights loaded (through the library's checkpoint loader).</summary>
+    public static DecoderModel LoadFixtureModel(string name, ScalarType dtype = ScalarType.Float32) =>
+        LoadModel(FixtureConfig(name), FixtureFolder(name), dtype);
 
     /// <summary>The stories260K model from the shared assets.</summary>
-    public static DecoderModel LoadStories260K()
+    public static DecoderModel LoadStories260K() =>
+        LoadModel(ModelConfig.Load(Infrastructure.Assets.Stories260K), Infrastructure.Assets.Stories260K, ScalarType.Float32);
+
+    /// <summary>A decoder for <paramref name="config"/> with the weights of <paramref name="weightsFolder"/>.</summary>
+    public static DecoderModel LoadModel(ModelConfig config, string weightsFolder, ScalarType dtype = ScalarType.Float32)
     {
-        var model = DecoderModel.Create(ModelConfig.Load(Infrastructure.Assets.Stories260K), initializeWeights: false);
-        LoadWeights(model, Path.Combine(Infrastructure.Assets.Stories260K, "model.safetensors"));
+        var model = DecoderModel.Create(config, dtype, initializeWeights: false);
+        CheckpointLoader.Load(model, weightsFolder, dtype, CPU);
         model.eval();
         return model;
     }
 
-    /// <summary>
-    /// Copies every tensor of a safetensors file into the parameter of the same name; every parameter must be
-    /// covered and every other key must be ignorable by the model.
-    /// </summary>
-    public static void LoadWeights(EmbeddingBackbone model, string path)
-    {
-        var tensors = ReadSafetensors(path);
-        try
-        {
-            var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-            using var noGrad = no_grad();
-            foreach (var (key, value) in tensors)
-            {
-                string name = model.MapCheckpointKey(key);
-                if (parameters.Remove(name, out var p))
-                {
-                    Assert.Equal(p.shape, value.shape);
-                    p.copy_(value);
-                }
-                else
-                {
-                    Assert.True(model.IsIgnorableCheckpointKey(key), $"checkpoint key '{key}' has no parameter and is not ignorable");
-                }
-            }
-            Assert.True(parameters.Count == 0, "parameters missing from the checkpoint: " + string.Join(", ", parameters.Keys));
-        }
-        finally
-        {
-            foreach (var t in tensors.Values) t.Dispose();
-        }
-    }
+    /// <summary>The expected outputs a fixture's reference wrote (caller disposes).</summary>
+    public static Dictionary<string, Tensor> FixtureExpected(string name) =>
+        SafeTensors.LoadAll(Path.Combine(FixtureFolder(name), "expected.safetensors"));
 
-    /// <summary>Reads F32 / BF16 / I64 tensors of a safetensors file (u64 header length, JSON header, raw data).</summary>
-    public static Dictionary<string, Tensor> ReadSafetensors(string path)
+    /// <summary>The tensor names stored in a fixture's checkpoint.</summary>
+    public static string[] FixtureCheckpointKeys(string name)
     {
-        byte[] bytes = File.ReadAllBytes(path);
-        long headerLength = BitConverter.ToInt64(bytes, 0);
-        using var header = JsonDocument.Parse(bytes.AsMemory(8, (int)headerLength));
-        long dataStart = 8 + headerLength;
-        var result = new Dictionary<string, Tensor>();
-        foreach (var entry in header.RootElement.EnumerateObject())
-        {
-            if (entry.Name == "__metadata__") continue;
-            string dtype = entry.Value.GetProperty("dtype").GetString()!;
-            long[] shape = entry.Value.GetProperty("shape").EnumerateArray().Select(e => e.GetInt64()).ToArray();
-            var offsets = entry.Value.GetProperty("data_offsets").EnumerateArray().Select(e => e.GetInt64()).ToArray();
-            var span = bytes.AsSpan((int)(dataStart + offsets[0]), (int)(offsets[1] - offsets[0]));
-            Tensor t = dtype switch
-            {
-                "F32" => tensor(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(span).ToArray(), shape),
-                "I64" => tensor(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(span).ToArray(), shape),
-                "BF16" => tensor(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(span).ToArray()
-                    .Select(bits => BitConverter.Int32BitsToSingle(bits << 16)).ToArray(), shape).to(ScalarType.BFloat16),
-                _ => throw new NotSupportedException($"{path}: tensor '{entry.Name}' has dtype {dtype}"),
-            };
-            result[entry.Name] = t;
-        }
-        return result;
+        using var file = SafeTensorsFile.Open(Path.Combine(FixtureFolder(name), CheckpointLoader.SingleFileName));
+        return file.Tensors.Keys.ToArray();
     }
 
     public static float[] ToFloats(Tensor t)
