@@ -18,8 +18,8 @@ public static class PipelinesSample
         var classifier = ml.Transforms.UllmeEmbed(outputColumnName: "Features", inputColumnName: "Text", model: "default")
             .AppendCacheCheckpoint(ml) // the trainer makes many passes: embed once
             .Append(ml.Transforms.Conversion.MapValueToKey("Label"))
-            .Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy())
-            .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
+            // Embedding components are small (unit-norm vectors): light L2 and no L1, or the defaults zero the weights.
+            .Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy(l1Regularization: 0, l2Regularization: 0.01f));
         var model = classifier.Fit(split.TrainSet);
         var mc = ml.MulticlassClassification.Evaluate(model.Transform(split.TestSet));
         Console.WriteLine($"Banking77 (10 intents): micro accuracy {mc.MicroAccuracy:F3}, macro accuracy {mc.MacroAccuracy:F3}, log-loss {mc.LogLoss:F3}");
@@ -35,10 +35,10 @@ public static class PipelinesSample
         Console.WriteLine($"k-means (4 intents): NMI {cm.NormalizedMutualInformation:F3}, average distance {cm.AverageDistance:F3}");
 
         // 3. Regression: STS-B similarity from a pair of embeddings (cosine + element-wise product).
-        var train = ml.Data.LoadFromEnumerable(SampleData.StsB(assets, "sts-train.csv", 300));
-        var dev = ml.Data.LoadFromEnumerable(SampleData.StsB(assets, "sts-dev.csv", 150));
+        var train = ml.Data.LoadFromEnumerable(SampleData.StsB(assets, "sts-train.csv", 200));
+        var dev = ml.Data.LoadFromEnumerable(SampleData.StsB(assets, "sts-dev.csv", 100));
         var regression = PairFeatures(ml)
-            .Append(ml.Regression.Trainers.Sdca(labelColumnName: "Label", featureColumnName: "Features"));
+            .Append(ml.Regression.Trainers.Sdca(labelColumnName: "Label", featureColumnName: "Features", l2Regularization: 0.01f));
         var rm = ml.Regression.Evaluate(regression.Fit(train).Transform(dev));
         Console.WriteLine($"STS-B regression: R^2 {rm.RSquared:F3}, RMSE {rm.RootMeanSquaredError:F3}");
         return 0;
@@ -51,10 +51,12 @@ public static class PipelinesSample
             .AppendCacheCheckpoint(ml)
             .Append(ml.Transforms.CustomMapping<PairIn, PairOut>((i, o) =>
             {
-                o.Product = new float[i.E1.Length];
-                float cos = 0;
-                for (int k = 0; k < i.E1.Length; k++) { o.Product[k] = i.E1[k] * i.E2[k]; cos += o.Product[k]; }
-                o.Cosine = cos; // embeddings are L2-normalised
+                // ML.NET reuses the output object across rows: assign every member, never accumulate into it.
+                var product = new float[i.E1.Length];
+                float cosine = 0; // embeddings are L2-normalised, so the dot product is the cosine
+                for (int k = 0; k < product.Length; k++) { product[k] = i.E1[k] * i.E2[k]; cosine += product[k]; }
+                o.Product = product;
+                o.Cosine = cosine;
             }, contractName: null))
             .Append(ml.Transforms.Concatenate("Features", "Cosine", "Product"));
 

@@ -29,7 +29,7 @@ public sealed class MLNetPipelineTests
 
     private sealed class PredictedIntent
     {
-        public string PredictedLabel { get; set; } = "";
+        public uint PredictedLabel { get; set; } // the key of the intent
     }
 
     /// <summary>First <paramref name="perClass"/> texts of the first <paramref name="classes"/> intents, interleaved.</summary>
@@ -48,14 +48,14 @@ public sealed class MLNetPipelineTests
     {
         var ml = new MLContext(seed: 1);
         var rows = Banking77(ml, classes: 10, perClass: 30);
-        var train = ml.Data.LoadFromEnumerable(rows.Where((_, i) => i % 5 != 0));
-        var test = ml.Data.LoadFromEnumerable(rows.Where((_, i) => i % 5 == 0)); // 60 rows, 6 per intent
+        // Rows are interleaved by intent (row i is the (i / 10)-th text of intent i % 10): every 5th round is held out.
+        var train = ml.Data.LoadFromEnumerable(rows.Where((_, i) => i / 10 % 5 != 0));
+        var test = ml.Data.LoadFromEnumerable(rows.Where((_, i) => i / 10 % 5 == 0)); // 60 rows, 6 per intent
 
         var pipeline = ml.Transforms.UllmeEmbed(outputColumnName: "Features", inputColumnName: "Text", model: "default")
             .AppendCacheCheckpoint(ml)
             .Append(ml.Transforms.Conversion.MapValueToKey("Label"))
-            .Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy())
-            .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
+            .Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy(l1Regularization: 0, l2Regularization: 0.01f));
         var model = pipeline.Fit(train);
         var metrics = ml.MulticlassClassification.Evaluate(model.Transform(test));
         Assert.True(metrics.MacroAccuracy >= 0.75, $"macro accuracy {metrics.MacroAccuracy:F3} (chance 0.1)");
@@ -110,19 +110,23 @@ public sealed class MLNetPipelineTests
     public void StsB_similarity_regression_on_pair_embeddings_explains_the_scores()
     {
         var ml = new MLContext(seed: 1);
-        var train = ml.Data.LoadFromEnumerable(StsB("sts-train.csv", 300));
-        var dev = ml.Data.LoadFromEnumerable(StsB("sts-dev.csv", 150));
+        var train = ml.Data.LoadFromEnumerable(StsB("sts-train.csv", 200));
+        var dev = ml.Data.LoadFromEnumerable(StsB("sts-dev.csv", 100));
         var pipeline = ml.Transforms.UllmeEmbed(outputColumnName: "E1", inputColumnName: "Text1", model: "default")
             .Append(ml.Transforms.UllmeEmbed(outputColumnName: "E2", inputColumnName: "Text2", model: "default"))
             .AppendCacheCheckpoint(ml)
             .Append(ml.Transforms.CustomMapping<PairIn, PairOut>((i, o) =>
             {
-                o.Product = new float[i.E1.Length];
-                for (int k = 0; k < i.E1.Length; k++) { o.Product[k] = i.E1[k] * i.E2[k]; o.Cosine += o.Product[k]; }
+                // ML.NET reuses the output object across rows: assign every member, never accumulate into it.
+                var product = new float[i.E1.Length];
+                float cosine = 0; // embeddings are L2-normalised, so the dot product is the cosine
+                for (int k = 0; k < product.Length; k++) { product[k] = i.E1[k] * i.E2[k]; cosine += product[k]; }
+                o.Product = product;
+                o.Cosine = cosine;
             }, contractName: null))
             .Append(ml.Transforms.Concatenate("Features", "Cosine", "Product"))
-            .Append(ml.Regression.Trainers.Sdca(labelColumnName: "Label", featureColumnName: "Features"));
+            .Append(ml.Regression.Trainers.Sdca(labelColumnName: "Label", featureColumnName: "Features", l2Regularization: 0.01f));
         var metrics = ml.Regression.Evaluate(pipeline.Fit(train).Transform(dev));
-        Assert.True(metrics.RSquared >= 0.4, $"R^2 {metrics.RSquared:F3} (a constant predictor scores <= 0)");
+        Assert.True(metrics.RSquared >= 0.6, $"R^2 {metrics.RSquared:F3} (a constant predictor scores <= 0)");
     }
 }

@@ -151,7 +151,7 @@ public sealed class UllmeEmbeddingTransformerTests
         var data = ml.Data.LoadFromEnumerable(MLNetTestData.TwoIntents(10));
         var rest = ml.Transforms.NormalizeMinMax("Features")
             .Append(ml.Transforms.Conversion.MapValueToKey("Label"))
-            .Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy());
+            .Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy(l1Regularization: 0, l2Regularization: 0.01f));
 
         var cached = ml.Transforms.UllmeEmbed(MLNetTestData.Default).AppendCacheCheckpoint(ml).Append(rest).Fit(data);
         Assert.Equal(20, ((UllmeEmbeddingTransformer)cached.First()).RowsEmbedded);
@@ -170,7 +170,7 @@ public sealed class UllmeEmbeddingTransformerTests
             var pipeline = ml.Transforms.UllmeEmbed(MLNetTestData.Default)
                 .AppendCacheCheckpoint(ml)
                 .Append(ml.Transforms.Conversion.MapValueToKey("Label"))
-                .Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy());
+                .Append(ml.MulticlassClassification.Trainers.LbfgsMaximumEntropy(l1Regularization: 0, l2Regularization: 0.01f));
             var folds = ml.MulticlassClassification.CrossValidate(data, pipeline, numberOfFolds: 2);
             var split = ml.Data.TrainTestSplit(data, testFraction: 0.25);
             var metrics = ml.MulticlassClassification.Evaluate(pipeline.Fit(split.TrainSet).Transform(split.TestSet));
