@@ -12,6 +12,8 @@ var commands = new Dictionary<string, (string Help, Func<string[], Task<int>> Ru
         a => Task.FromResult(SaveLoadSample.EmbedFromZip(Arg(a, 0, "zip"), Arg(a, 1, "texts"), Arg(a, 2, "out")))),
     ["generator"] = ("generator                     IEmbeddingGenerator: batch, Matryoshka dimensions, usage, semantic search",
         a => GeneratorSample.RunAsync()),
+    ["make-qwen2-random"] = ("make-qwen2-random <folder> [assetsFolder]   write a random model of Qwen2-0.5B's shape (for the memory figure)",
+        a => Task.FromResult(RandomQwen2.Run(Arg(a, 0, "folder"), a.Length > 1 ? a[1] : null))),
     ["memory"] = ("memory <model|default> [batch] [tokens] [dtype]   peak resident memory of one embedding batch (default 32 x 256, float32)",
         a => Task.FromResult(MemorySample.Run(Arg(a, 0, "model"), a.Length > 1 ? int.Parse(a[1]) : 32, a.Length > 2 ? int.Parse(a[2]) : 256, a.Length > 3 ? a[3] : "float32"))),
 };
