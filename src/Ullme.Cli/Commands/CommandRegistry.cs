@@ -7,6 +7,9 @@ internal static class CommandRegistry
 {
     public static IEnumerable<Command> All()
     {
-        yield break;
+        yield return EmbedCommand.Create();
+        yield return ScoreCommand.Create();
+        yield return TokenizeCommand.Create();
+        yield return InfoCommand.Create();
     }
 }

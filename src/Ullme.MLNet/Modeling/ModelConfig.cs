@@ -26,6 +26,9 @@ public sealed class ModelConfig
     /// <summary>Gemma2's name for the MLP activation (takes precedence over <see cref="HiddenAct"/> there).</summary>
     [JsonPropertyName("hidden_activation")] public string? HiddenActivation { get; set; }
     [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; set; }
+    /// <summary>Phi-3: the pre-training context length (top level of the config, used by longrope).</summary>
+    [JsonPropertyName("original_max_position_embeddings")] public int? OriginalMaxPositionEmbeddings { get; set; }
+    [JsonPropertyName("initializer_range")] public double? InitializerRange { get; set; }
     [JsonPropertyName("rms_norm_eps")] public double? RmsNormEps { get; set; }
     [JsonPropertyName("layer_norm_eps")] public double? LayerNormEps { get; set; }
     [JsonPropertyName("rope_theta")] public double? RopeTheta { get; set; }
@@ -84,7 +87,15 @@ public sealed class ModelConfig
         string path = Directory.Exists(folderOrFile) ? Path.Combine(folderOrFile, "config.json") : folderOrFile;
         if (!File.Exists(path))
             throw new UllmeException($"No config.json at '{path}'. A model folder needs config.json, the weights (*.safetensors) and tokenizer files.");
-        string json = File.ReadAllText(path);
+        string json;
+        try
+        {
+            json = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UllmeException($"Cannot read '{path}': {e.Message}", e);
+        }
         return Parse(json, path);
     }
 
@@ -114,12 +125,33 @@ public sealed class ModelConfig
     {
         var typed = JsonSerializer.SerializeToNode(this, Options)!.AsObject();
         var merged = (JsonObject)Raw.DeepClone();
+        MergeTyped(merged, typed);
+        return merged.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    /// <summary>
+    /// Writes typed values over the raw ones. Nested objects (rope_scaling) are merged member by member so their
+    /// untyped members survive; a typed member that is null, or a required int still 0, is only written when the key
+    /// was already there (so no <c>"rope_type": null</c>, which HF would read as "no type", and no invented
+    /// <c>"max_position_embeddings": 0</c>).
+    /// </summary>
+    private static void MergeTyped(JsonObject target, JsonObject typed)
+    {
         foreach (var (key, value) in typed)
         {
-            if (value is null && !Raw.ContainsKey(key)) continue;
-            merged[key] = value?.DeepClone();
+            bool present = target.ContainsKey(key);
+            if (!present && (value is null || (value is JsonValue v && v.TryGetValue<int>(out int i) && i == 0))) continue;
+            if (value is JsonObject typedChild && target[key] is JsonObject rawChild)
+                MergeTyped(rawChild, typedChild);
+            else if (value is JsonObject fresh)
+            {
+                var child = new JsonObject();
+                MergeTyped(child, fresh);
+                target[key] = child;
+            }
+            else
+                target[key] = value?.DeepClone();
         }
-        return merged.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
 
     private void Validate()
@@ -139,6 +171,22 @@ public sealed class ModelConfig
         if (HeadDim is null && HiddenSize % NumAttentionHeads != 0)
             throw new UllmeException($"'{where}': hidden_size ({HiddenSize}) is not divisible by num_attention_heads ({NumAttentionHeads}) and no head_dim is given.");
         RopeScaling?.Validate(where);
+        CheckIds(BosTokenIdRaw, "bos_token_id");
+        CheckIds(EosTokenIdRaw, "eos_token_id");
+        CheckIds(PadTokenIdRaw, "pad_token_id");
+
+        void CheckIds(JsonNode? node, string name)
+        {
+            bool ok = node switch
+            {
+                null => true,
+                JsonArray a => a.All(x => x is JsonValue xv && xv.TryGetValue<int>(out _)),
+                JsonValue v => v.TryGetValue<int>(out _),
+                _ => false,
+            };
+            if (!ok)
+                throw new UllmeException($"'{where}': \"{name}\" must be a token id (an integer), a list of ids or null, not {node!.ToJsonString()}.");
+        }
 
         void Require(int value, string name)
         {
@@ -172,6 +220,8 @@ public sealed class RopeScalingConfig
     [JsonPropertyName("original_max_position_embeddings")] public int? OriginalMaxPositionEmbeddings { get; set; }
     [JsonPropertyName("short_factor")] public List<double>? ShortFactor { get; set; }
     [JsonPropertyName("long_factor")] public List<double>? LongFactor { get; set; }
+    /// <summary>longrope: multiplier of cos/sin; when absent it is derived from the context extension.</summary>
+    [JsonPropertyName("attention_factor")] public double? AttentionFactor { get; set; }
 
     /// <summary>The kind, whichever of the two fields names it.</summary>
     [JsonIgnore] public string Kind => RopeType ?? Type ?? "default";
@@ -182,7 +232,11 @@ public sealed class RopeScalingConfig
             throw new UllmeException($"'{where}': rope_scaling type \"{Kind}\" is not supported. Supported: {string.Join(", ", SupportedTypes)}.");
         if (Kind == "llama3" && (Factor is null || LowFreqFactor is null || HighFreqFactor is null || OriginalMaxPositionEmbeddings is null))
             throw new UllmeException($"'{where}': rope_scaling type \"llama3\" needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings.");
+        if (Kind is "longrope" or "su" && (ShortFactor is null || LongFactor is null))
+            throw new UllmeException($"'{where}': rope_scaling type \"{Kind}\" needs \"short_factor\" and \"long_factor\" lists.");
         if (Kind is "linear" or "dynamic" && Factor is null)
             throw new UllmeException($"'{where}': rope_scaling type \"{Kind}\" needs \"factor\".");
+        if (Kind is "longrope" or "su" && (ShortFactor is null || LongFactor is null))
+            throw new UllmeException($"'{where}': rope_scaling type \"{Kind}\" needs \"short_factor\" and \"long_factor\".");
     }
 }

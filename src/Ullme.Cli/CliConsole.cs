@@ -1,0 +1,49 @@
+using Spectre.Console;
+using Ullme.MLNet.Inference;
+
+namespace Ullme.Cli;
+
+/// <summary>
+/// Human-facing output: progress bars and notes go to stderr (stdout stays clean for piping); results go to files.
+/// </summary>
+internal static class CliConsole
+{
+    public static IAnsiConsole Err { get; } = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+
+    public static void Note(string message) => Err.MarkupLine($"[grey]{Markup.Escape(message)}[/]");
+
+    public static void Warn(string message) => Err.MarkupLine($"[yellow]warning:[/] {Markup.Escape(message)}");
+
+    /// <summary>Runs <paramref name="work"/> with a progress bar (count of items, ETA) fed by the engine's progress.</summary>
+    public static T WithProgress<T>(string description, int total, Func<IProgress<EngineProgress>, T> work)
+    {
+        if (total == 0 || !Err.Profile.Capabilities.Interactive)
+            return work(new SyncProgress<EngineProgress>(_ => { }));
+        T result = default!;
+        Err.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask(Markup.Escape(description), maxValue: total);
+                result = work(new SyncProgress<EngineProgress>(p => task.Value = p.Done));
+                task.Value = total;
+            });
+        return result;
+    }
+
+    /// <summary>Loads a model with a status line.</summary>
+    public static UllmeModel LoadModel(string model, ModelLoadOptions options)
+    {
+        if (!Err.Profile.Capabilities.Interactive) return UllmeModel.Load(model, options);
+        UllmeModel loaded = null!;
+        Err.Status().Start($"Loading {Markup.Escape(model)}…", _ => loaded = UllmeModel.Load(model, options));
+        return loaded;
+    }
+}
+
+/// <summary>An IProgress that reports on the calling thread (System.Progress posts to the thread pool).</summary>
+internal sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
+{
+    public void Report(T value) => report(value);
+}

@@ -1,0 +1,41 @@
+using System.CommandLine;
+using System.Text;
+using Ullme.Cli.Io;
+using Ullme.MLNet.Inference;
+using Ullme.MLNet.Modeling;
+using Ullme.MLNet.Tokenization;
+
+namespace Ullme.Cli.Commands;
+
+/// <summary><c>ullme tokenize</c>: texts in, token ids (with the model's special tokens) out.</summary>
+internal static class TokenizeCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model("A model folder, a tokenizer file (tokenizer.json, tokenizer.model, vocab.txt), or 'default'.");
+        var input = new Option<string>("--input", "-i") { Description = "Input: .txt, .jsonl ({\"text\"}), .csv/.tsv (with --text-column).", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "JSONL: {\"input_ids\": [...]} a line, in input order.", Required = true };
+        var textColumn = new Option<string>("--text-column") { Description = "Column holding the text in .csv/.tsv input.", DefaultValueFactory = _ => "text" };
+        var noSpecial = new Option<bool>("--no-special-tokens") { Description = "Do not add the model's special tokens (BOS, [CLS] ... [SEP])." };
+        var command = new Command("tokenize", "Tokenize texts exactly as the model does.") { model, input, output, textColumn, noSpecial };
+        command.SetAction(parse =>
+        {
+            string m = parse.GetValue(model)!;
+            var tokenizer = TokenizerLoader.Load(m == UllmeModel.DefaultModelName ? DefaultModel.EnsureFolder() : m);
+            var records = InputReader.Read(parse.GetValue(input)!, parse.GetValue(textColumn)!);
+            bool special = !parse.GetValue(noSpecial);
+            string outPath = parse.GetValue(output)!;
+            AtomicFile.Write(outPath, stream =>
+            {
+                foreach (var r in records)
+                {
+                    var ids = r.InputIds ?? [.. tokenizer.Encode(r.Text!, special)];
+                    stream.Write(Encoding.UTF8.GetBytes("{\"input_ids\":[" + string.Join(',', ids) + "]}\n"));
+                }
+            });
+            CliConsole.Note($"{records.Count} texts tokenized ({tokenizer.Kind}) → {outPath}");
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,369 @@
+using System.Collections.Concurrent;
+using System.Text;
+
+namespace Ullme.MLNet.Tokenization;
+
+/// <summary>The model stage of a tokenizer: turns one pre-tokenized word into ids.</summary>
+internal interface ITokenModel
+{
+    void Tokenize(ReadOnlySpan<char> word, List<int> output);
+
+    int? TokenToId(string token);
+
+    string? IdToToken(int id);
+
+    /// <summary>Largest id the model can produce.</summary>
+    int MaxId { get; }
+
+    /// <summary>Number of entries in the model vocabulary (HF's get_vocab_size; new added tokens start here).</summary>
+    int VocabularyCount { get; }
+}
+
+/// <summary>
+/// Thread-safe bounded cache from a word to its ids; looked up by span so a hit allocates nothing. When full it is
+/// emptied and refilled (cheap, and frequent words come back at once).
+/// </summary>
+internal sealed class WordCache(int capacity)
+{
+    public const int MaxWordLength = 256;
+
+    private readonly ConcurrentDictionary<string, int[]> _map = new(StringComparer.Ordinal);
+    private int _count;
+
+    public bool TryGet(ReadOnlySpan<char> word, out int[] ids) =>
+        _map.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(word, out ids!);
+
+    public void Add(ReadOnlySpan<char> word, int[] ids)
+    {
+        if (word.Length > MaxWordLength) return;
+        if (Volatile.Read(ref _count) >= capacity)
+        {
+            lock (_map)
+            {
+                if (_count >= capacity)
+                {
+                    _map.Clear();
+                    Volatile.Write(ref _count, 0);
+                }
+            }
+        }
+        if (_map.GetAlternateLookup<ReadOnlySpan<char>>().TryAdd(word, ids)) Interlocked.Increment(ref _count);
+    }
+}
+
+/// <summary>
+/// HF's BPE model: split a word into characters (with optional byte fallback to &lt;0xNN&gt; tokens and fused unknowns),
+/// then repeatedly apply the lowest-ranked merge, leftmost first. Microsoft.ML.Tokenizers' BpeTokenizer has no
+/// byte_fallback or ignore_merges and applies its own byte-level mapping, so one BPE core of ours serves every
+/// tokenizer.json BPE variant (byte-level GPT-2/Qwen/Llama-3 and SentencePiece-style Llama-2/Mistral).
+/// </summary>
+internal sealed class BpeModel : ITokenModel
+{
+    private readonly Dictionary<string, int> _vocab;
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabLookup;
+    private readonly string?[] _idToToken;
+    private readonly Dictionary<long, long> _merges; // (left id << 32 | right id) → (rank << 32 | merged id)
+    private readonly int[] _charIds; // BMP char → id of the single-char token, -1 if none
+    private readonly int[] _byteIds; // byte → id of <0xNN>, -1 if none
+    private readonly int? _unkId;
+    private readonly bool _fuseUnk;
+    private readonly bool _byteFallback;
+    private readonly bool _ignoreMerges;
+    private readonly string? _prefix;
+    private readonly string? _suffix;
+    private readonly WordCache _cache = new(65536);
+
+    [ThreadStatic] private static BpeWork? t_work;
+
+    public BpeModel(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> merges, string? unkToken,
+        bool fuseUnk, bool byteFallback, bool ignoreMerges, string? continuingSubwordPrefix, string? endOfWordSuffix, string file)
+    {
+        _vocab = vocab;
+        _vocabLookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
+        MaxId = vocab.Count == 0 ? -1 : vocab.Values.Max();
+        _idToToken = new string?[MaxId + 1];
+        foreach (var (token, id) in vocab)
+        {
+            if (id < 0) throw new UllmeException($"'{file}': token '{token}' has negative id {id}.");
+            _idToToken[id] = token;
+        }
+        _prefix = string.IsNullOrEmpty(continuingSubwordPrefix) ? null : continuingSubwordPrefix;
+        _suffix = string.IsNullOrEmpty(endOfWordSuffix) ? null : endOfWordSuffix;
+        _fuseUnk = fuseUnk;
+        _byteFallback = byteFallback;
+        _ignoreMerges = ignoreMerges;
+        if (unkToken is not null)
+        {
+            if (!vocab.TryGetValue(unkToken, out int unk))
+                throw new UllmeException($"'{file}': the BPE unk_token '{unkToken}' is not in the vocabulary.");
+            _unkId = unk;
+        }
+
+        _merges = new Dictionary<long, long>(merges.Count);
+        int prefixLength = _prefix?.Length ?? 0;
+        for (int rank = 0; rank < merges.Count; rank++)
+        {
+            var (a, b) = merges[rank];
+            if (!vocab.TryGetValue(a, out int aId) || !vocab.TryGetValue(b, out int bId))
+                throw new UllmeException($"'{file}': merge #{rank} '{a} {b}' uses a token that is not in the vocabulary.");
+            string merged = a + (prefixLength > 0 && b.StartsWith(_prefix!, StringComparison.Ordinal) ? b[prefixLength..] : b);
+            if (!vocab.TryGetValue(merged, out int newId))
+                throw new UllmeException($"'{file}': merge #{rank} '{a} {b}' produces '{merged}', which is not in the vocabulary.");
+            // A repeated pair keeps its last rank, as HF's map does.
+            _merges[((long)aId << 32) | (uint)bId] = ((long)rank << 32) | (uint)newId;
+        }
+
+        _charIds = new int[65536];
+        Array.Fill(_charIds, -1);
+        foreach (var (token, id) in vocab)
+            if (token.Length == 1 && !char.IsSurrogate(token[0])) _charIds[token[0]] = id;
+        _byteIds = new int[256];
+        for (int b = 0; b < 256; b++) _byteIds[b] = vocab.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
+    }
+
+    public int MaxId { get; }
+
+    public int VocabularyCount => _vocab.Count;
+
+    public int? TokenToId(string token) => _vocab.TryGetValue(token, out int id) ? id : null;
+
+    public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
+
+    public void Tokenize(ReadOnlySpan<char> word, List<int> output)
+    {
+        if (word.IsEmpty) return;
+        if (_ignoreMerges && _vocabLookup.TryGetValue(word, out int whole))
+        {
+            output.Add(whole);
+            return;
+        }
+        if (_cache.TryGet(word, out int[] cached))
+        {
+            output.AddRange(cached);
+            return;
+        }
+        int[] ids = MergeWord(word);
+        _cache.Add(word, ids);
+        output.AddRange(ids);
+    }
+
+    private int[] MergeWord(ReadOnlySpan<char> word)
+    {
+        var work = t_work ??= new BpeWork();
+        work.Reset(word.Length * (4 + (_prefix?.Length ?? 0) + (_suffix?.Length ?? 0)) + 4);
+        int n = 0; // symbols
+        int pendingUnk = -1;
+        bool simple = _prefix is null && _suffix is null;
+        for (int i = 0; i < word.Length;)
+        {
+            UnicodeClasses.CodePointAt(word, i, out int width);
+            bool isFirst = i == 0, isLast = i + width >= word.Length;
+            int id;
+            ReadOnlySpan<char> s;
+            if (simple)
+            {
+                s = word.Slice(i, width);
+                id = width == 1 ? _charIds[word[i]] : (_vocabLookup.TryGetValue(s, out int v) ? v : -1);
+            }
+            else
+            {
+                var sb = new StringBuilder();
+                if (!isFirst && _prefix is not null) sb.Append(_prefix);
+                sb.Append(word.Slice(i, width));
+                if (isLast && _suffix is not null) sb.Append(_suffix);
+                string str = sb.ToString();
+                s = str;
+                id = _vocab.TryGetValue(str, out int v) ? v : -1;
+            }
+            i += width;
+
+            if (id >= 0)
+            {
+                if (pendingUnk >= 0)
+                {
+                    work.Ids[n++] = pendingUnk;
+                    pendingUnk = -1;
+                }
+                work.Ids[n++] = id;
+                continue;
+            }
+            if (_byteFallback && TryAddBytes(s, work, ref n)) continue;
+            if (_unkId is int unk)
+            {
+                // fuse_unk keeps one pending unknown for a run; otherwise each unknown char is its own [UNK].
+                if (pendingUnk >= 0 && !_fuseUnk) work.Ids[n++] = pendingUnk;
+                pendingUnk = unk;
+            }
+            // No unk token: HF silently drops the char.
+        }
+        if (pendingUnk >= 0) work.Ids[n++] = pendingUnk;
+        return n < 2 ? work.Ids.AsSpan(0, n).ToArray() : MergeAll(work, n);
+    }
+
+    private bool TryAddBytes(ReadOnlySpan<char> s, BpeWork work, ref int n)
+    {
+        Span<byte> bytes = stackalloc byte[Encoding.UTF8.GetMaxByteCount(s.Length)];
+        int count = Encoding.UTF8.GetBytes(s, bytes);
+        for (int k = 0; k < count; k++)
+            if (_byteIds[bytes[k]] < 0) return false;
+        for (int k = 0; k < count; k++) work.Ids[n++] = _byteIds[bytes[k]];
+        return true;
+    }
+
+    /// <summary>Lowest rank first, then leftmost (HF's heap order); stale queue entries are skipped.</summary>
+    private int[] MergeAll(BpeWork work, int n)
+    {
+        int[] ids = work.Ids, prev = work.Prev, next = work.Next;
+        bool[] alive = work.Alive;
+        var queue = work.Queue;
+        queue.Clear();
+        for (int i = 0; i < n; i++)
+        {
+            prev[i] = i - 1;
+            next[i] = i + 1 < n ? i + 1 : -1;
+            alive[i] = true;
+        }
+        for (int i = 0; i + 1 < n; i++)
+            if (_merges.TryGetValue(Key(ids[i], ids[i + 1]), out long m)) queue.Enqueue((i, (int)m), Priority(m, i));
+
+        int remaining = n;
+        while (queue.TryDequeue(out var top, out _))
+        {
+            int pos = top.Pos;
+            if (!alive[pos]) continue;
+            int right = next[pos];
+            if (right < 0) continue;
+            if (!_merges.TryGetValue(Key(ids[pos], ids[right]), out long m) || (int)m != top.NewId) continue;
+            ids[pos] = top.NewId;
+            alive[right] = false;
+            remaining--;
+            next[pos] = next[right];
+            if (next[right] >= 0) prev[next[right]] = pos;
+            if (prev[pos] >= 0 && _merges.TryGetValue(Key(ids[prev[pos]], ids[pos]), out long lm))
+                queue.Enqueue((prev[pos], (int)lm), Priority(lm, prev[pos]));
+            if (next[pos] >= 0 && _merges.TryGetValue(Key(ids[pos], ids[next[pos]]), out long rm))
+                queue.Enqueue((pos, (int)rm), Priority(rm, pos));
+        }
+
+        var result = new int[remaining];
+        int k = 0;
+        for (int i = 0; i >= 0; i = next[i]) result[k++] = ids[i];
+        return result;
+    }
+
+    private static long Key(int left, int right) => ((long)left << 32) | (uint)right;
+
+    private static long Priority(long merge, int pos) => (merge & ~0xFFFFFFFFL) | (uint)pos;
+
+    private sealed class BpeWork
+    {
+        public int[] Ids = new int[64];
+        public int[] Prev = new int[64];
+        public int[] Next = new int[64];
+        public bool[] Alive = new bool[64];
+        public readonly PriorityQueue<(int Pos, int NewId), long> Queue = new();
+
+        public void Reset(int capacity)
+        {
+            if (Ids.Length >= capacity) return;
+            Ids = new int[capacity];
+            Prev = new int[capacity];
+            Next = new int[capacity];
+            Alive = new bool[capacity];
+        }
+    }
+}
+
+/// <summary>
+/// BERT's WordPiece: greedy longest match from the left, continuation pieces carry "##"; a word with an unmatched
+/// part, or longer than max_input_chars_per_word code points, becomes [UNK]. Ours because Microsoft.ML.Tokenizers'
+/// WordPieceTokenizer loads only a vocab.txt stream, while tokenizer.json carries the vocabulary as a JSON map.
+/// </summary>
+internal sealed class WordPieceModel : ITokenModel
+{
+    private readonly Dictionary<string, int> _vocab;
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+    private readonly string?[] _idToToken;
+    private readonly string _prefix;
+    private readonly int _unkId;
+    private readonly int _maxChars;
+    private readonly WordCache _cache = new(65536);
+
+    public WordPieceModel(Dictionary<string, int> vocab, string unkToken, string continuingSubwordPrefix, int maxInputCharsPerWord, string file)
+    {
+        _vocab = vocab;
+        _lookup = vocab.GetAlternateLookup<ReadOnlySpan<char>>();
+        MaxId = vocab.Count == 0 ? -1 : vocab.Values.Max();
+        _idToToken = new string?[MaxId + 1];
+        foreach (var (token, id) in vocab) _idToToken[id] = token;
+        if (!vocab.TryGetValue(unkToken, out _unkId))
+            throw new UllmeException($"'{file}': the WordPiece unk_token '{unkToken}' is not in the vocabulary.");
+        _prefix = continuingSubwordPrefix;
+        _maxChars = maxInputCharsPerWord;
+    }
+
+    public int MaxId { get; }
+
+    public int VocabularyCount => _vocab.Count;
+
+    public string ContinuingSubwordPrefix => _prefix;
+
+    public int? TokenToId(string token) => _vocab.TryGetValue(token, out int id) ? id : null;
+
+    public string? IdToToken(int id) => id >= 0 && id < _idToToken.Length ? _idToToken[id] : null;
+
+    public void Tokenize(ReadOnlySpan<char> word, List<int> output)
+    {
+        if (word.IsEmpty) return;
+        if (_cache.TryGet(word, out int[] cached))
+        {
+            output.AddRange(cached);
+            return;
+        }
+        int[] ids = TokenizeCore(word);
+        _cache.Add(word, ids);
+        output.AddRange(ids);
+    }
+
+    private int[] TokenizeCore(ReadOnlySpan<char> word)
+    {
+        int codePoints = 0;
+        for (int i = 0; i < word.Length; i++) if (!char.IsLowSurrogate(word[i]) || i == 0 || !char.IsHighSurrogate(word[i - 1])) codePoints++;
+        if (codePoints > _maxChars) return [_unkId];
+
+        var pieces = new List<int>(4);
+        Span<char> buffer = new char[word.Length + _prefix.Length];
+        _prefix.CopyTo(buffer);
+        int start = 0;
+        while (start < word.Length)
+        {
+            ReadOnlySpan<char> candidates;
+            int offset;
+            if (start == 0)
+            {
+                candidates = word;
+                offset = 0;
+            }
+            else
+            {
+                word[start..].CopyTo(buffer[_prefix.Length..]);
+                candidates = buffer[..(_prefix.Length + word.Length - start)];
+                offset = _prefix.Length - start; // candidate length for an end position = end + offset
+            }
+            int end = word.Length, found = -1;
+            while (start < end)
+            {
+                if (_lookup.TryGetValue(candidates[..(end + offset)], out int id))
+                {
+                    found = id;
+                    break;
+                }
+                end -= end - 2 >= start && char.IsLowSurrogate(word[end - 1]) && char.IsHighSurrogate(word[end - 2]) ? 2 : 1;
+            }
+            if (found < 0) return [_unkId];
+            pieces.Add(found);
+            start = end;
+        }
+        return pieces.ToArray();
+    }
+}
