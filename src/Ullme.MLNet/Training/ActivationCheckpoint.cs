@@ -24,6 +24,7 @@ public static class ActivationCheckpoint
     /// global RNG (tensors it captures, such as masks, must not change before the backward).</summary>
     public static Tensor Apply(Func<Tensor, Tensor> block, Tensor input)
     {
+        AutogradErrors.ThrowIfAny();
         if (!is_grad_enabled()) return block(input);
         var x = input.requires_grad ? input : input.detach().requires_grad_(true);
         return CheckpointFunction.apply(x, new BlockBox(block));
@@ -53,7 +54,7 @@ public static class ActivationCheckpoint
             var rng = saved[1];
             var block = ((BlockBox)ctx.get_data("block")).Block;
             var after = get_rng_state();
-            Tensor gradInput;
+            Tensor? gradInput = null;
             try
             {
                 set_rng_state(rng);
@@ -66,13 +67,17 @@ public static class ActivationCheckpoint
                     gradInput = (x.grad ?? zeros_like(x)).MoveToOuterDisposeScope();
                 }
             }
+            catch (Exception e)
+            {
+                AutogradErrors.Record(e);
+            }
             finally
             {
                 set_rng_state(after);
                 after.Dispose();
                 foreach (var s in saved) s.Dispose();
             }
-            return [gradInput, null!];
+            return [gradInput!, null!];
         }
     }
 }

@@ -47,7 +47,7 @@ public sealed record LossWeights(double Contrastive, double LanguageModel, doubl
 }
 
 /// <summary>
-/// Settings of a fine-tuning run (UllmeFineTuner). Defaults follow ULLME (grl-spec.md): GRL, τ 0.05,
+/// Settings of a fine-tuning run (<see cref="UllmeFineTuner"/>). Defaults follow ULLME (grl-spec.md): GRL, τ 0.05,
 /// β 0.1, τ_gen 1, LoRA r 16 / α 32 / dropout 0.1 on all linear layers but lm_head, AdamW lr 1e-4 without weight
 /// decay, warm-up min(10% of steps, 500) then cosine, batch 32.
 /// <para>
@@ -122,6 +122,9 @@ public sealed record FineTuneOptions
     public LoraOptions? Lora { get; init; } = new();
     /// <summary>Texts per GradCache chunk; null = no GradCache.</summary>
     public int? GradCacheChunkSize { get; init; }
+    /// <summary>Causal sequences per forward pass of the generation terms (rounded to whole queries with all their
+    /// candidates); null = the whole batch at once. Each chunk is back-propagated on its own.</summary>
+    public int? GenerationChunkSize { get; init; }
     /// <summary>Recompute each decoder layer in the backward instead of storing its activations.</summary>
     public bool GradientCheckpointing { get; init; }
 
@@ -180,6 +183,7 @@ public sealed record FineTuneOptions
         if (Epochs < 1) throw new UllmeException($"Epochs must be positive, got {Epochs}.");
         if (MaxSteps is < 1) throw new UllmeException($"MaxSteps must be positive, got {MaxSteps}.");
         if (AccumulationSteps < 1) throw new UllmeException($"AccumulationSteps must be positive, got {AccumulationSteps}.");
+        if (GenerationChunkSize is < 1) throw new UllmeException($"GenerationChunkSize must be positive, got {GenerationChunkSize}.");
         if (GradCacheChunkSize is < 1) throw new UllmeException($"GradCacheChunkSize must be positive, got {GradCacheChunkSize}.");
         if (CheckpointEvery < 0) throw new UllmeException($"CheckpointEvery must be non-negative, got {CheckpointEvery}.");
         if (KeepCheckpoints < 1) throw new UllmeException($"KeepCheckpoints must be at least 1, got {KeepCheckpoints}.");

@@ -163,6 +163,7 @@ public sealed class CachedEmbeddings : IDisposable
                     var e = _embed(_groups[g].Slice(chunk.Start, chunk.End, _trim));
                     var chunkGrad = grad[TensorIndex.Slice(chunk.Start, chunk.End)].to(e.dtype);
                     autograd.backward([e], [chunkGrad]);
+                    AutogradErrors.ThrowIfAny();
                 }
             }
         }

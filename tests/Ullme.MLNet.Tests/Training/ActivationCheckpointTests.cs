@@ -78,3 +78,25 @@ public class ActivationCheckpointTests
         Assert.Equal(3f, y[0, 0].item<float>());
     }
 }
+
+[Collection(TorchCollection.Name)]
+public class AutogradErrorTests
+{
+    [Fact]
+    public void AnExceptionDuringRecomputationSurfacesInsteadOfCrashingTheProcess()
+    {
+        using var scope = NewDisposeScope();
+        var w = ones(3, dtype: ScalarType.Float64).requires_grad_(true);
+        int calls = 0;
+        Tensor Block(Tensor x)
+        {
+            if (++calls == 2) throw new InvalidOperationException("layer input was disposed");
+            return x * w;
+        }
+        var y = ActivationCheckpoint.Apply(Block, ones(3, dtype: ScalarType.Float64));
+        y.sum().backward();   // the recomputation throws inside libtorch's backward
+        var e = Assert.Throws<UllmeException>(AutogradErrors.ThrowIfAny);
+        Assert.Contains("layer input was disposed", e.Message);
+        AutogradErrors.ThrowIfAny();   // reported once
+    }
+}

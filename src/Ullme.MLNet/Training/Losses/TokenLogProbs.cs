@@ -1,4 +1,5 @@
 using TorchSharp;
+using Ullme.MLNet.Training;
 using static TorchSharp.torch;
 
 namespace Ullme.MLNet.Training.Losses;
@@ -45,6 +46,7 @@ public static class TokenLogProbs
         LossChecks.SameShape(targets, "targets", mask, "mask");
         if (chunkSize <= 0) throw new UllmeException($"TokenLogProbs: chunkSize must be positive, got {chunkSize}.");
 
+        AutogradErrors.ThrowIfAny();
         using var scope = NewDisposeScope();
         long b = hidden.shape[0], t = hidden.shape[1], h = hidden.shape[2];
         var outType = hidden.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
@@ -168,20 +170,27 @@ public static class TokenLogProbs
             long m = hidden.shape[0];
 
             var gradHidden = zeros_like(hidden);
-            using (enable_grad())
+            try
             {
-                for (long start = 0; start < m; start += chunk)
+                using (enable_grad())
                 {
-                    using var scope = NewDisposeScope();
-                    long end = Math.Min(m, start + chunk);
-                    var h = hidden[TensorIndex.Slice(start, end)].detach().requires_grad_(true);
-                    var lp = ChunkLogProbs(h, targets[TensorIndex.Slice(start, end)], head);
-                    var g = gradOutput[TensorIndex.Slice(start, end)].to(lp.dtype);
-                    // Re-entrant backward: accumulates into the head's parameters and into h.grad.
-                    autograd.backward([lp], [g]);
-                    if (h.grad is { } hg)
-                        gradHidden[TensorIndex.Slice(start, end)].copy_(hg);
+                    for (long start = 0; start < m; start += chunk)
+                    {
+                        using var scope = NewDisposeScope();
+                        long end = Math.Min(m, start + chunk);
+                        var h = hidden[TensorIndex.Slice(start, end)].detach().requires_grad_(true);
+                        var lp = ChunkLogProbs(h, targets[TensorIndex.Slice(start, end)], head);
+                        var g = gradOutput[TensorIndex.Slice(start, end)].to(lp.dtype);
+                        // Re-entrant backward: accumulates into the head's parameters and into h.grad.
+                        autograd.backward([lp], [g]);
+                        if (h.grad is { } hg)
+                            gradHidden[TensorIndex.Slice(start, end)].copy_(hg);
+                    }
                 }
+            }
+            catch (Exception e)
+            {
+                AutogradErrors.Record(e);
             }
             foreach (var s in saved) s.Dispose();
             return [gradHidden, null!, null!, null!];

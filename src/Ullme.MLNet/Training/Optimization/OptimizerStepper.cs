@@ -61,11 +61,22 @@ public sealed class OptimizerStepper : IDisposable
     /// <summary>The parameters being trained.</summary>
     public IReadOnlyList<(string name, Parameter parameter)> TrainableParameters => _trainable;
 
-    /// <summary>Back-propagates <paramref name="loss"/> / k. Returns false (and back-propagates nothing) if the loss
-    /// is NaN or ∞; <paramref name="what"/> names the loss in the skip message.</summary>
+    /// <summary>Back-propagates <paramref name="loss"/> / k and counts one micro-batch. Returns false (and
+    /// back-propagates nothing) if the loss is NaN or ∞; <paramref name="what"/> names the loss in the skip message.</summary>
     public bool Backward(Tensor loss, string what = "loss")
     {
-        PendingMicroBatches++;
+        bool ok = BackwardPart(loss, what);
+        CompleteMicroBatch();
+        return ok;
+    }
+
+    /// <summary>
+    /// Back-propagates one part of a micro-batch's loss (e.g. one chunk of a chunked objective), scaled by 1/k,
+    /// without counting a micro-batch; call <see cref="CompleteMicroBatch"/> when the micro-batch is done.
+    /// Returns false if the step is already lost or this part is NaN/∞ (then nothing is back-propagated).
+    /// </summary>
+    public bool BackwardPart(Tensor loss, string what = "loss")
+    {
         double value = loss.detach().to(ScalarType.Float64).item<double>();
         if (!double.IsFinite(value))
         {
@@ -73,11 +84,23 @@ public sealed class OptimizerStepper : IDisposable
             return false;
         }
         if (_poisoned is not null) return false;   // the step is lost anyway; save the work
+        if (!loss.requires_grad) return true;       // a constant part (e.g. a term with no trainable input)
         using var scope = NewDisposeScope();
         var scaled = AccumulationSteps == 1 ? loss : loss / AccumulationSteps;
         scaled.backward();
+        AutogradErrors.ThrowIfAny();
         return true;
     }
+
+    /// <summary>Marks the step as lost (e.g. a non-finite value found outside a loss); the next <see cref="Step"/>
+    /// skips the update.</summary>
+    public void Poison(string reason) => _poisoned ??= reason;
+
+    /// <summary>True when the current step will be skipped.</summary>
+    public bool IsPoisoned => _poisoned is not null;
+
+    /// <summary>Counts one finished micro-batch.</summary>
+    public void CompleteMicroBatch() => PendingMicroBatches++;
 
     /// <summary>Applies (or skips) the optimizer step for the micro-batches back-propagated so far.</summary>
     public StepReport Step()
