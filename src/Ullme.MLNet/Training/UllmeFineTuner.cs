@@ -599,7 +599,6 @@ public sealed class UllmeFineTuner
     {
         using var scope = NewDisposeScope();
         var tensors = CheckpointTensors();
-        var saved = TrainingCheckpoint.ReadState(checkpoint);
         if (_options.Lora is null && _weights.Preference > 0 && !_options.ReferenceFree)
         {
             // The reference cache travels in the checkpoint (the base weights are gone after the first step).
@@ -615,7 +614,6 @@ public sealed class UllmeFineTuner
             var t = tensors.First(x => x.Item1 == ReferenceTensorName).Item2;
             _referenceSums = t.data<float>().ToArray();
         }
-        _ = saved;
         return state;
     }
 

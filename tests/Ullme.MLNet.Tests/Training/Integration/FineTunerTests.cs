@@ -113,14 +113,18 @@ public sealed class FineTunerTests(ITestOutputHelper output) : SingleThreaded
         }
     }
 
-    [AssetFact]
-    public void AResumedRunEndsWhereAnUninterruptedRunEnds()
+    [AssetTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void AResumedRunEndsWhereAnUninterruptedRunEnds(bool lora)
     {
+        // LoRA: adapters + optimizer + RNG + data position. Full: all weights, and the reference log-probs of the
+        // preference loss (the base weights are gone once training has started).
         var data = Data(20);
         FineTuneOptions Options(string? dir) => new()
         {
-            Lora = Adapter with { Dropout = 0.1 }, MaxLength = 48, BatchSize = 4, MaxSteps = 6, Seed = 11,
-            Optimizer = new() { LearningRate = 5e-3 }, CheckpointDirectory = dir, CheckpointEvery = 2, Resume = dir is not null,
+            Lora = lora ? Adapter with { Dropout = 0.1 } : null, MaxLength = 48, BatchSize = 4, MaxSteps = 6, Seed = 11,
+            Optimizer = new() { LearningRate = lora ? 5e-3 : 1e-3 }, CheckpointDirectory = dir, CheckpointEvery = 2, Resume = dir is not null,
         };
 
         using var a = Load();
@@ -143,6 +147,43 @@ public sealed class FineTunerTests(ITestOutputHelper output) : SingleThreaded
         var wa = Weights(a);
         var wc = Weights(c);
         foreach (var (name, w) in wa) Assert.Equal(w, wc[name]);
+    }
+
+    [AssetFact]
+    public void ProgressReportsEveryStepWithEachTermAndTheScheduledLearningRate()
+    {
+        using var model = Load();
+        var reports = new List<TrainingProgress>();
+        var options = new FineTuneOptions { Lora = Adapter, MaxLength = 48, BatchSize = 4, MaxSteps = 4, WarmupSteps = 2, Decay = Ullme.MLNet.Training.Optimization.DecayKind.Linear, Optimizer = new() { LearningRate = 1e-3 } };
+        var result = new UllmeFineTuner(model, options).Train(Data(10), new SyncProgress(reports.Add));
+        Assert.Equal([1, 2, 3, 4], reports.Select(r => r.Step));
+        Assert.Equal([0, 0, 0, 1], reports.Select(r => r.Epoch));
+        Assert.All(reports, r => Assert.Equal(4, r.TotalSteps));
+        Assert.Equal([0, 5e-4, 1e-3, 5e-4], reports.Select(r => Math.Round(r.LearningRate, 12)));
+        Assert.All(reports, r =>
+        {
+            Assert.Equal(["contrastive", "kl", "preference", "total"], r.Losses.ToDictionary().Keys.Order());
+            Assert.True(r.Applied);
+            Assert.True(double.IsFinite(r.GradientNorm) && r.GradientNorm > 0);
+        });
+        Assert.Equal(4 + 4 + 2 + 4, reports[^1].ExamplesSeen);   // 10 examples: batches of 4, 4, the partial 2, then epoch 2
+        Assert.Equal(reports, result.History);
+        // Adapters were merged into the weights at the end.
+        Assert.Empty(LoraInjector.FindLayers(model.Backbone));
+    }
+
+    [AssetFact]
+    public void BFloat16ModelsTrainFloat32Adapters()
+    {
+        using var model = UllmeModel.Load(Assets.Stories260K, new ModelLoadOptions { DType = Ullme.MLNet.Modeling.ModelDType.BFloat16 });
+        var options = new FineTuneOptions { Lora = Adapter, MaxLength = 48, BatchSize = 4, MaxSteps = 2, MergeLoraAtEnd = false, Optimizer = new() { LearningRate = 1e-2 } };
+        var result = new UllmeFineTuner(model, options).Train(Data(8));
+        Assert.All(result.History, h => Assert.True(h.Applied && double.IsFinite(h.Losses.Total)));
+        Assert.All(LoraInjector.AdapterParameters(model.Backbone), p => Assert.Equal(ScalarType.Float32, p.Parameter.dtype));
+        Assert.Contains(LoraInjector.AdapterParameters(model.Backbone), p => p.Name.EndsWith("lora_B.weight") && p.Parameter.abs().max().item<float>() > 0);
+        Assert.Equal(ScalarType.BFloat16, model.Backbone.named_parameters().First(p => p.name.EndsWith("q_proj.weight")).parameter.dtype);
+        // Full fine-tuning in bfloat16 has no float32 master weights: refused.
+        Assert.Contains("float32", Assert.Throws<UllmeException>(() => new UllmeFineTuner(model, options with { Lora = null })).Message);
     }
 
     [AssetFact]
