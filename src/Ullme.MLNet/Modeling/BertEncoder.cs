@@ -284,9 +284,9 @@ internal sealed class BertAttention : nn.Module
 /// <summary><c>attention.self.{query,key,value}</c>: multi-head scaled dot-product attention over all real keys.</summary>
 internal sealed class BertSelfAttention : nn.Module
 {
-    private readonly Linear query;
-    private readonly Linear key;
-    private readonly Linear value;
+    private readonly nn.Module<Tensor, Tensor> query;
+    private readonly nn.Module<Tensor, Tensor> key;
+    private readonly nn.Module<Tensor, Tensor> value;
     private readonly int heads;
     private readonly int headDim;
     private readonly double dropoutP;
@@ -317,7 +317,7 @@ internal sealed class BertSelfAttention : nn.Module
 /// <summary><c>attention.output.{dense,LayerNorm}</c>: projection, dropout, residual, post-norm.</summary>
 internal sealed class BertSelfOutput : nn.Module
 {
-    private readonly Linear dense;
+    private readonly nn.Module<Tensor, Tensor> dense;
     private readonly LayerNorm LayerNorm;
     private readonly Dropout dropout;
     private readonly double eps;
@@ -338,7 +338,7 @@ internal sealed class BertSelfOutput : nn.Module
 /// <summary><c>intermediate.dense</c> followed by the activation (exact GELU for "gelu").</summary>
 internal sealed class BertIntermediate : nn.Module
 {
-    private readonly Linear dense;
+    private readonly nn.Module<Tensor, Tensor> dense;
     private readonly BertActivation activation;
 
     public BertIntermediate(int hidden, int intermediate, BertActivation activation) : base("intermediate")
@@ -363,7 +363,7 @@ internal sealed class BertIntermediate : nn.Module
 /// <summary><c>output.{dense,LayerNorm}</c>: down-projection, dropout, residual, post-norm.</summary>
 internal sealed class BertOutput : nn.Module
 {
-    private readonly Linear dense;
+    private readonly nn.Module<Tensor, Tensor> dense;
     private readonly LayerNorm LayerNorm;
     private readonly Dropout dropout;
     private readonly double eps;

@@ -26,11 +26,11 @@ public sealed class DecoderAttention : nn.Module<Tensor, Tensor, Tensor, Tensor,
     private readonly int _numHeads, _numKvHeads, _headDim;
 
 #pragma warning disable IDE1006 // names mirror HF checkpoint keys
-    public Linear? q_proj;
-    public Linear? k_proj;
-    public Linear? v_proj;
-    public Linear? qkv_proj;
-    public Linear o_proj;
+    public nn.Module<Tensor, Tensor>? q_proj;
+    public nn.Module<Tensor, Tensor>? k_proj;
+    public nn.Module<Tensor, Tensor>? v_proj;
+    public nn.Module<Tensor, Tensor>? qkv_proj;
+    public nn.Module<Tensor, Tensor> o_proj;
 #pragma warning restore IDE1006
 
     public DecoderAttention(ArchitectureTraits traits, Device? device = null, ScalarType? dtype = null) : base(nameof(DecoderAttention))

@@ -16,10 +16,10 @@ public sealed class DecoderMlp : nn.Module<Tensor, Tensor>
     private readonly long _intermediate;
 
 #pragma warning disable IDE1006 // names mirror HF checkpoint keys
-    public Linear? gate_proj;
-    public Linear? up_proj;
-    public Linear? gate_up_proj;
-    public Linear down_proj;
+    public nn.Module<Tensor, Tensor>? gate_proj;
+    public nn.Module<Tensor, Tensor>? up_proj;
+    public nn.Module<Tensor, Tensor>? gate_up_proj;
+    public nn.Module<Tensor, Tensor> down_proj;
 #pragma warning restore IDE1006
 
     public DecoderMlp(ArchitectureTraits traits, Device? device = null, ScalarType? dtype = null) : base(nameof(DecoderMlp))

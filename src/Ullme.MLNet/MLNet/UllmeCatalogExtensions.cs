@@ -1,0 +1,78 @@
+using Ullme.MLNet;
+using Ullme.MLNet.Inference;
+using Ullme.MLNet.Transforms;
+using Ullme.MLNet.Modeling;
+using Ullme.MLNet.Pooling;
+
+// In ML.NET's namespace, like ML.NET's own catalog extensions (OnnxCatalog, ...): `using Microsoft.ML;` is all a
+// pipeline needs to find UllmeEmbed.
+namespace Microsoft.ML;
+
+/// <summary>
+/// <c>mlContext.Transforms.UllmeEmbed(...)</c>: a text column becomes an embedding column that ML.NET trainers,
+/// clustering and evaluators consume directly.
+/// <code>
+/// var pipeline = mlContext.Transforms.UllmeEmbed(outputColumnName: "Features", inputColumnName: "Text", model: "default")
+///     .Append(mlContext.Transforms.Conversion.MapValueToKey("Label"))
+///     .Append(mlContext.MulticlassClassification.Trainers.LbfgsMaximumEntropy());
+/// </code>
+/// </summary>
+public static class UllmeCatalogExtensions
+{
+    /// <summary>Embeds <paramref name="inputColumnName"/> with <paramref name="model"/> (a Hugging Face folder or
+    /// <c>"default"</c> for all-MiniLM-L6-v2) into a <c>Vector&lt;Single, D&gt;</c> column.</summary>
+    /// <exception cref="UllmeException">An argument is invalid (the message names it).</exception>
+    public static UllmeEmbeddingEstimator UllmeEmbed(this TransformsCatalog catalog,
+        string outputColumnName = "Features",
+        string inputColumnName = "Text",
+        string model = UllmeModel.DefaultModelName,
+        PoolingMode? pooling = null,
+        AttentionMode? attention = null,
+        string? instruction = null,
+        int? maxLength = null,
+        int batchSize = 32,
+        ModelDType dtype = ModelDType.Float32,
+        string? device = null,
+        bool normalize = true)
+    {
+        return catalog.UllmeEmbed(new UllmeEmbeddingOptions
+        {
+            OutputColumnName = outputColumnName,
+            InputColumnName = inputColumnName,
+            Model = model,
+            Pooling = pooling,
+            Attention = attention,
+            Instruction = instruction,
+            MaxLength = maxLength,
+            BatchSize = batchSize,
+            DType = dtype,
+            Device = device,
+            Normalize = normalize,
+        });
+    }
+
+    /// <summary>Embeds with every setting given by <paramref name="options"/> (validated now).</summary>
+    public static UllmeEmbeddingEstimator UllmeEmbed(this TransformsCatalog catalog, UllmeEmbeddingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentNullException.ThrowIfNull(options);
+        return new UllmeEmbeddingEstimator(MLNetInterop.GetEnvironment(catalog), options);
+    }
+
+    /// <summary>Embeds with an already loaded (e.g. fine-tuned) model. It is not disposed by the transform; saving the
+    /// pipeline stores its current weights. <see cref="UllmeEmbeddingOptions.Model"/>, <see cref="UllmeEmbeddingOptions.DType"/>
+    /// and <see cref="UllmeEmbeddingOptions.Device"/> of <paramref name="options"/> are ignored for the in-memory model.</summary>
+    public static UllmeEmbeddingEstimator UllmeEmbed(this TransformsCatalog catalog, UllmeModel model,
+        string outputColumnName = "Features", string inputColumnName = "Text", UllmeEmbeddingOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentNullException.ThrowIfNull(model);
+        var o = options?.Clone() ?? new UllmeEmbeddingOptions();
+        o.OutputColumnName = outputColumnName;
+        o.InputColumnName = inputColumnName;
+        o.Model = model.SourceFolder;
+        o.DType = model.LoadOptions.DType;
+        o.Device = model.LoadOptions.Device;
+        return new UllmeEmbeddingEstimator(MLNetInterop.GetEnvironment(catalog), o, model);
+    }
+}

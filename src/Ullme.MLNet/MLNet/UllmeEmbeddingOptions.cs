@@ -1,0 +1,141 @@
+using Ullme.MLNet.Inference;
+using Ullme.MLNet.Modeling;
+using Ullme.MLNet.Pooling;
+
+namespace Ullme.MLNet.Transforms;
+
+/// <summary>
+/// Settings of the <c>UllmeEmbed</c> transform: which model, how texts become vectors (pooling, attention, instruction,
+/// truncation, normalisation), how much is computed at once (batch size, read-ahead window) and where (dtype, device),
+/// and which columns are read and written. Everything is validated by <see cref="Validate"/> before any model is
+/// loaded, with errors naming the offending option. Null members take the model's own defaults.
+/// </summary>
+public sealed class UllmeEmbeddingOptions
+{
+    /// <summary>A Hugging Face model folder (config.json, safetensors, tokenizer files) or <c>"default"</c> for the
+    /// bundled all-MiniLM-L6-v2.</summary>
+    public string Model { get; set; } = UllmeModel.DefaultModelName;
+
+    /// <summary>Text column to embed. Default <c>"Text"</c>.</summary>
+    public string InputColumnName { get; set; } = "Text";
+
+    /// <summary>Vector column to write (<c>Vector&lt;Single, D&gt;</c>). Default <c>"Features"</c>, ready for trainers.</summary>
+    public string OutputColumnName { get; set; } = "Features";
+
+    /// <summary>Pooling; null = the model's default (mean).</summary>
+    public PoolingMode? Pooling { get; set; }
+
+    /// <summary>Attention mode for decoders; null = the model's default (bidirectional). Encoders ignore it.</summary>
+    public AttentionMode? Attention { get; set; }
+
+    /// <summary>Instruction prepended to every text; attended to, excluded from pooling. Null = none.</summary>
+    public string? Instruction { get; set; }
+
+    /// <summary>Maximum tokens per text including special tokens; null = the model's default. Longer texts are truncated.</summary>
+    public int? MaxLength { get; set; }
+
+    /// <summary>Texts per forward pass: bounds activation memory. Default 32.</summary>
+    public int BatchSize { get; set; } = 32;
+
+    /// <summary>
+    /// Rows the cursor reads ahead from its input before embedding them in one engine call. Inside that window
+    /// the engine sorts texts by length to cut padding; output order is preserved. Null = 4 × <see cref="BatchSize"/>.
+    /// </summary>
+    public int? ReadAheadRows { get; set; }
+
+    /// <summary>Precision of weights and matmuls. Default float32.</summary>
+    public ModelDType DType { get; set; } = ModelDType.Float32;
+
+    /// <summary>"cpu", "cuda" or "cuda:N"; null = from the MLContext (<c>GpuDeviceId</c> → "cuda:N", falling back
+    /// to the CPU when <c>FallbackToCpu</c> is set and CUDA is unavailable; otherwise "cpu").</summary>
+    public string? Device { get; set; }
+
+    /// <summary>L2-normalise the embeddings. Default true.</summary>
+    public bool Normalize { get; set; } = true;
+
+    /// <summary>A copy, so that later edits of the caller's object do not change a built estimator.</summary>
+    public UllmeEmbeddingOptions Clone() => (UllmeEmbeddingOptions)MemberwiseClone();
+
+    /// <summary>Rows per engine call.</summary>
+    internal int EffectiveReadAhead => ReadAheadRows ?? 4 * BatchSize;
+
+    /// <summary>The engine's view of these options.</summary>
+    internal EmbeddingOptions ToEmbeddingOptions() => new()
+    {
+        Pooling = Pooling,
+        Attention = Attention,
+        Instruction = Instruction,
+        MaxLength = MaxLength,
+        BatchSize = BatchSize,
+        Normalize = Normalize,
+    };
+
+    /// <summary>
+    /// Checks every option without loading anything heavy. <paramref name="modelIsLoaded"/> skips the model-path
+    /// checks when the caller supplies an already loaded model.
+    /// </summary>
+    /// <exception cref="UllmeException">An option is invalid; the message names it and its value.</exception>
+    public void Validate(bool modelIsLoaded = false)
+    {
+        if (!modelIsLoaded)
+        {
+            if (string.IsNullOrWhiteSpace(Model))
+                throw new UllmeException($"UllmeEmbeddingOptions.Model is empty: give a model folder or \"{UllmeModel.DefaultModelName}\".");
+            if (!string.Equals(Model, UllmeModel.DefaultModelName, StringComparison.Ordinal))
+            {
+                string folder = File.Exists(Model) ? Path.GetDirectoryName(Path.GetFullPath(Model))! : Model;
+                if (!Directory.Exists(folder))
+                    throw new UllmeException($"UllmeEmbeddingOptions.Model: folder '{Model}' does not exist (give a Hugging Face model folder or \"{UllmeModel.DefaultModelName}\").");
+                if (!File.Exists(Path.Combine(folder, "config.json")))
+                    throw new UllmeException($"UllmeEmbeddingOptions.Model: folder '{Model}' has no config.json, so it is not a Hugging Face model folder.");
+            }
+        }
+        if (string.IsNullOrWhiteSpace(InputColumnName))
+            throw new UllmeException("UllmeEmbeddingOptions.InputColumnName is empty.");
+        if (string.IsNullOrWhiteSpace(OutputColumnName))
+            throw new UllmeException("UllmeEmbeddingOptions.OutputColumnName is empty.");
+        if (BatchSize < 1)
+            throw new UllmeException($"UllmeEmbeddingOptions.BatchSize must be at least 1, got {BatchSize}.");
+        if (ReadAheadRows is { } ra && ra < 1)
+            throw new UllmeException($"UllmeEmbeddingOptions.ReadAheadRows must be at least 1, got {ra}.");
+        if (MaxLength is { } ml && ml < 2)
+            throw new UllmeException($"UllmeEmbeddingOptions.MaxLength must be at least 2 tokens, got {ml}.");
+        if (Pooling is { } p && !Enum.IsDefined(p))
+            throw new UllmeException($"UllmeEmbeddingOptions.Pooling has no such value: {(int)p}.");
+        if (Attention is { } a && !Enum.IsDefined(a))
+            throw new UllmeException($"UllmeEmbeddingOptions.Attention has no such value: {(int)a}.");
+        if (!Enum.IsDefined(DType))
+            throw new UllmeException($"UllmeEmbeddingOptions.DType has no such value: {(int)DType}.");
+        if (Device is not null && !DeviceSpec.IsValid(Device))
+            throw new UllmeException($"UllmeEmbeddingOptions.Device '{Device}' is not one of \"cpu\", \"cuda\", \"cuda:N\".");
+    }
+}
+
+/// <summary>Parses and picks devices: "cpu", "cuda", "cuda:N".</summary>
+internal static class DeviceSpec
+{
+    public static bool IsValid(string device)
+    {
+        string d = device.Trim().ToLowerInvariant();
+        if (d is "cpu" or "cuda") return true;
+        return d.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(d.AsSpan(5), out int n) && n >= 0;
+    }
+
+    /// <summary>
+    /// The device an ML.NET transform runs on: the explicit option if given, else the MLContext's GPU settings.
+    /// <paramref name="warn"/> receives the reason when a requested GPU is replaced by the CPU.
+    /// </summary>
+    public static string Resolve(string? explicitDevice, int? gpuDeviceId, bool fallbackToCpu, Func<bool> cudaAvailable, Action<string> warn)
+    {
+        if (explicitDevice is not null) return explicitDevice.Trim().ToLowerInvariant();
+        if (gpuDeviceId is not { } id) return "cpu";
+        if (id < 0) throw new UllmeException($"MLContext.GpuDeviceId must be >= 0, got {id}.");
+        if (cudaAvailable()) return $"cuda:{id}";
+        if (fallbackToCpu)
+        {
+            warn($"MLContext.GpuDeviceId = {id} but CUDA is not available; FallbackToCpu is set, so embeddings run on the CPU.");
+            return "cpu";
+        }
+        throw new UllmeException($"MLContext.GpuDeviceId = {id} but CUDA is not available in this process; set MLContext.FallbackToCpu = true to run on the CPU.");
+    }
+}

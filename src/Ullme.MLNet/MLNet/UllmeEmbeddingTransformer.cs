@@ -1,0 +1,206 @@
+using System.Diagnostics;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+using Ullme.MLNet.Inference;
+
+namespace Ullme.MLNet.Transforms;
+
+/// <summary>
+/// The fitted embedding transform: appends a <c>Vector&lt;Single, D&gt;</c> column holding the embedding of a text
+/// column, computed by the shared <see cref="EmbeddingEngine"/>.
+///
+/// Execution is lazy and streaming: <see cref="Transform"/> returns a view whose cursors read a window of rows
+/// ahead from the input cursor, embed the window in one engine call (the engine sorts it by length and batches it, so
+/// activation memory is bounded by <see cref="UllmeEmbeddingOptions.BatchSize"/>), and hand rows out in input order.
+/// Cursors that do not ask for the output column pass rows through without embedding anything.
+/// Thread-safe: any number of cursors, <see cref="PredictionEngine{TSrc,TDst}"/>s and threads may share one instance.
+/// Saved with <c>mlContext.Model.Save</c> as a self-contained entry (config, tokenizer, safetensors weights, options).
+/// <para>Deliberately not <see cref="IDisposable"/>: ML.NET's <see cref="PredictionEngine{TSrc,TDst}"/> disposes the
+/// transformer it was created from when the engine is disposed, which would pull the model from under every other
+/// engine sharing it. The model's tensors are freed when the transformer (and its estimator) become unreachable.</para>
+/// </summary>
+public sealed class UllmeEmbeddingTransformer : ITransformer
+{
+    private readonly IHost _host;
+    private readonly UllmeEmbeddingOptions _options;
+    private readonly EmbeddingOptions _embeddingOptions;
+    private readonly EmbeddingEngine _engine;
+    private TemporaryFolder? _temporaryFolder;
+    private long _rowsEmbedded;
+    private long _engineCalls;
+
+    internal UllmeEmbeddingTransformer(IHostEnvironment env, UllmeEmbeddingOptions options, UllmeModel model, string? modelId = null)
+    {
+        ArgumentNullException.ThrowIfNull(env);
+        _host = env.Register(nameof(UllmeEmbeddingTransformer));
+        _options = options.Clone();
+        _options.Validate(modelIsLoaded: true);
+        _embeddingOptions = _options.ToEmbeddingOptions();
+        _engine = new EmbeddingEngine(model, new ChannelLogger(_host, "UllmeEmbed"));
+        ModelId = modelId ?? model.ModelId;
+        EmbeddingDimension = model.EmbeddingDimension;
+    }
+
+    /// <summary>The loaded model (shared with the estimator that produced this transformer).</summary>
+    public UllmeModel Model => _engine.Model;
+
+    /// <summary>The model's name (folder name or Hugging Face id), kept across save and load.</summary>
+    public string ModelId { get; }
+
+    /// <summary>D, the size of the output vector.</summary>
+    public int EmbeddingDimension { get; }
+
+    /// <summary>A copy of the settings.</summary>
+    public UllmeEmbeddingOptions Options => _options.Clone();
+
+    public string InputColumnName => _options.InputColumnName;
+    public string OutputColumnName => _options.OutputColumnName;
+
+    /// <summary>Always true: each output row depends on its input row only.</summary>
+    public bool IsRowToRowMapper => true;
+
+    /// <summary>Rows embedded so far by this transformer, across all cursors and rows (a hook for tests and diagnostics).</summary>
+    internal long RowsEmbedded => Interlocked.Read(ref _rowsEmbedded);
+
+    /// <summary>Engine calls made so far (one per read-ahead window or per predicted row).</summary>
+    internal long EngineCalls => Interlocked.Read(ref _engineCalls);
+
+    internal IHost Host => _host;
+
+    /// <summary>The output type: Vector&lt;Single, D&gt;.</summary>
+    public VectorDataViewType OutputType => new(NumberDataViewType.Single, EmbeddingDimension);
+
+    /// <summary>The input schema plus the embedding column (hiding an input column of the same name).</summary>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        SchemaChecks.CheckInput(inputSchema, _options.InputColumnName);
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(inputSchema);
+        builder.AddColumn(_options.OutputColumnName, OutputType);
+        return builder.ToSchema();
+    }
+
+    /// <summary>A lazy view over <paramref name="input"/>: nothing is read or embedded until a cursor moves.</summary>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        return new UllmeEmbeddingDataView(this, input, GetOutputSchema(input.Schema));
+    }
+
+    /// <summary>Row-at-a-time mapping, as used by <see cref="PredictionEngine{TSrc,TDst}"/>.</summary>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        return new UllmeEmbeddingRowMapper(this, inputSchema, GetOutputSchema(inputSchema));
+    }
+
+    void ICanSaveModel.Save(ModelSaveContext ctx) => UllmeModelPackage.Save(ctx, this);
+
+    /// <summary>Takes ownership of the folder a zip was extracted to (tokenizer and config files; the weights are
+    /// already deleted): removed when this transformer is collected, or at process exit.</summary>
+    internal void AttachTemporaryFolder(string folder) => _temporaryFolder = new TemporaryFolder(folder);
+
+    /// <summary>
+    /// Embeds one window of texts through the engine. Rows come back in the order given. Honours
+    /// <c>MLContext.CancelExecution()</c> before the window starts.
+    /// </summary>
+    internal float[][] EmbedWindow(IReadOnlyList<string> texts, IChannel? channel, long firstRow)
+    {
+        if (MLNetInterop.IsCanceled(_host))
+            throw new OperationCanceledException("ML.NET execution was canceled (MLContext.CancelExecution).");
+        var sw = Stopwatch.StartNew();
+        var detailed = _engine.EmbedDetailed(texts, _embeddingOptions);
+        float[][] result = detailed.Embeddings;
+        long tokens = detailed.TokenCount;
+        if (result.Length != texts.Count)
+            throw new InvalidOperationException($"The engine returned {result.Length} embeddings for {texts.Count} texts.");
+        Interlocked.Add(ref _rowsEmbedded, texts.Count);
+        Interlocked.Increment(ref _engineCalls);
+        channel?.Trace(MessageSensitivity.None,
+            $"UllmeEmbed: embedded rows {firstRow}..{firstRow + texts.Count - 1} ({tokens} tokens) in {sw.ElapsedMilliseconds} ms");
+        return result;
+    }
+
+    /// <summary>Loads the model an <see cref="UllmeEmbeddingOptions"/> names, on the device the options or the MLContext
+    /// ask for, logging through the environment's channels.</summary>
+    internal static UllmeModel LoadModel(IHostEnvironment env, UllmeEmbeddingOptions options, string folderOrDefault)
+    {
+        var host = env.Register(nameof(UllmeEmbeddingTransformer));
+        using var ch = host.Start("UllmeEmbed");
+        var settings = MLNetInterop.GetSettings(env);
+        string device = DeviceSpec.Resolve(options.Device, settings.GpuDeviceId, settings.FallbackToCpu,
+            () => TorchSharp.torch.cuda.is_available(), msg => ch.Warning(MessageSensitivity.None, msg));
+        var sw = Stopwatch.StartNew();
+        var model = UllmeModel.Load(folderOrDefault, new ModelLoadOptions { DType = options.DType, Device = device });
+        ch.Info(MessageSensitivity.None,
+            $"UllmeEmbed: loaded model '{model.ModelId}' ({model.EmbeddingDimension} dimensions, {options.DType}, {device}) in {sw.ElapsedMilliseconds} ms");
+        return model;
+    }
+
+    /// <summary>Re-creates a saved transformer from its extracted model folder (see <see cref="UllmeModelPackage"/>).</summary>
+    internal static UllmeEmbeddingTransformer LoadFromFolder(IHostEnvironment env, UllmeEmbeddingOptions options, string folder, string modelId)
+    {
+        var model = LoadModel(env, options, folder);
+        return new UllmeEmbeddingTransformer(env, options, model, modelId);
+    }
+}
+
+/// <summary>Input checks shared by the estimator and the transformer.</summary>
+internal static class SchemaChecks
+{
+    public static void CheckInput(DataViewSchema schema, string inputColumnName)
+    {
+        var col = schema.GetColumnOrNull(inputColumnName);
+        if (col is null)
+            throw new UllmeException($"UllmeEmbed: input column '{inputColumnName}' not found; the data has columns {Describe(schema)}.");
+        if (col.Value.Type is not TextDataViewType)
+            throw new UllmeException($"UllmeEmbed: input column '{inputColumnName}' must be of type String (text), found {col.Value.Type}.");
+    }
+
+    public static void CheckInput(SchemaShape shape, string inputColumnName)
+    {
+        var matches = shape.Where(c => c.Name == inputColumnName).ToList();
+        if (matches.Count == 0)
+            throw new UllmeException($"UllmeEmbed: input column '{inputColumnName}' not found; the data has columns {string.Join(", ", shape.Select(c => "'" + c.Name + "'"))}.");
+        var col = matches[^1];
+        if (col.Kind != SchemaShape.Column.VectorKind.Scalar || col.ItemType is not TextDataViewType)
+        {
+            string found = col.Kind == SchemaShape.Column.VectorKind.Scalar ? $"{col.ItemType}" : $"{col.Kind}<{col.ItemType}>";
+            throw new UllmeException($"UllmeEmbed: input column '{inputColumnName}' must be of type String (text), found {found}.");
+        }
+    }
+
+    private static string Describe(DataViewSchema schema) =>
+        string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}' ({c.Type})"));
+}
+
+/// <summary>A folder deleted when its owner is collected or the process exits (whichever comes first).</summary>
+internal sealed class TemporaryFolder
+{
+    private static readonly HashSet<string> Live = InitLive();
+    private readonly string _path;
+
+    public TemporaryFolder(string path)
+    {
+        _path = path;
+        lock (Live) Live.Add(path);
+    }
+
+    ~TemporaryFolder()
+    {
+        lock (Live) Live.Remove(_path);
+        UllmeModelPackage.TryDeleteFolder(_path);
+    }
+
+    private static HashSet<string> InitLive()
+    {
+        var set = new HashSet<string>();
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            lock (set) foreach (string f in set) UllmeModelPackage.TryDeleteFolder(f);
+        };
+        return set;
+    }
+}

@@ -1,0 +1,211 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Ullme.MLNet.Modeling;
+using Ullme.MLNet.Pooling;
+using Ullme.MLNet.Training.Lora;
+using Ullme.MLNet.Training.Losses;
+using Ullme.MLNet.Training.Optimization;
+
+namespace Ullme.MLNet.Training;
+
+/// <summary>The objective presets of grl-spec.md.</summary>
+public enum TrainingStrategy
+{
+    /// <summary>InfoNCE only: λ = {1, 0, 0, 0}.</summary>
+    Contrastive,
+
+    /// <summary>InfoNCE + LM loss on the positive: λ = {1, 1, 0, 0} (GritLM-style).</summary>
+    ContrastiveLm,
+
+    /// <summary>InfoNCE + preference loss: λ = {1, 0, 1, 0}.</summary>
+    Dpo,
+
+    /// <summary>ULLME's GRL: InfoNCE + preference + KL consistency: λ = {1, 0, 1, 1}.</summary>
+    Grl,
+}
+
+/// <summary>The λ weights of L = λ_cl·L_cl + λ_lm·L_lm + λ_pref·L_pref + λ_kl·L_kl. A zero weight skips the term's
+/// computation entirely.</summary>
+public sealed record LossWeights(double Contrastive, double LanguageModel, double Preference, double Consistency)
+{
+    public static LossWeights For(TrainingStrategy strategy) => strategy switch
+    {
+        TrainingStrategy.Contrastive => new(1, 0, 0, 0),
+        TrainingStrategy.ContrastiveLm => new(1, 1, 0, 0),
+        TrainingStrategy.Dpo => new(1, 0, 1, 0),
+        TrainingStrategy.Grl => new(1, 0, 1, 1),
+        _ => throw new UllmeException($"Unknown training strategy {strategy}."),
+    };
+
+    /// <summary>Whether any term needs causal generation scores.</summary>
+    public bool NeedsGeneration => LanguageModel != 0 || Preference != 0 || Consistency != 0;
+
+    /// <summary>Whether any term needs embeddings.</summary>
+    public bool NeedsEmbeddings => Contrastive != 0 || Consistency != 0;
+}
+
+/// <summary>
+/// Settings of a fine-tuning run (<see cref="UllmeFineTuner"/>). Defaults follow ULLME (grl-spec.md): GRL, τ 0.05,
+/// β 0.1, τ_gen 1, LoRA r 16 / α 32 / dropout 0.1 on all linear layers but lm_head, AdamW lr 1e-4 without weight
+/// decay, warm-up min(10% of steps, 500) then cosine, batch 32.
+/// <para>
+/// The learning rate matters a lot and depends on model size and LoRA vs full tuning: 1e-4 suits LoRA on 0.5–7B
+/// decoders; small models fully fine-tuned gain far more at 1e-3 (stories260K: +0.03 Spearman at 1e-4, +0.18 at
+/// 1e-3, see grl-spec.md).
+/// </para>
+/// </summary>
+public sealed record FineTuneOptions
+{
+    public TrainingStrategy Strategy { get; init; } = TrainingStrategy.Grl;
+
+    /// <summary>Free λ weights; null = the <see cref="Strategy"/> preset.</summary>
+    public LossWeights? Weights { get; init; }
+
+    [JsonIgnore] public LossWeights EffectiveWeights => Weights ?? LossWeights.For(Strategy);
+
+    // --- contrastive ---
+    /// <summary>InfoNCE temperature τ. Default 0.05.</summary>
+    public double Temperature { get; init; } = 0.05;
+    public ContrastiveSimilarity Similarity { get; init; } = ContrastiveSimilarity.Cosine;
+
+    // --- language model ---
+    public LanguageModelReduction LanguageModelReduction { get; init; } = LanguageModelReduction.TokenMean;
+
+    // --- preference ---
+    public PreferenceLossKind PreferenceLoss { get; init; } = PreferenceLossKind.Sigmoid;
+    /// <summary>β. Default 0.1.</summary>
+    public double Beta { get; init; } = 0.1;
+    /// <summary>Use log π_ref ≡ 0 instead of the base model.</summary>
+    public bool ReferenceFree { get; init; }
+
+    // --- GRL consistency ---
+    /// <summary>τ_rep; null = <see cref="Temperature"/>.</summary>
+    public double? RepresentationTemperature { get; init; }
+    /// <summary>τ_gen. Default 1.</summary>
+    public double GenerationTemperature { get; init; } = 1.0;
+    public KlDirection KlDirection { get; init; } = KlDirection.GenerationToRepresentation;
+    public bool DetachGeneration { get; init; } = true;
+    public GenerationScore GenerationScore { get; init; } = GenerationScore.Mean;
+
+    // --- inputs ---
+    /// <summary>Prompt the candidate is generated after. Placeholders {instruction} and {query}; when there is no
+    /// instruction, "{instruction}\n" is dropped. The candidate's tokens follow the prompt's (each tokenized on its
+    /// own, BOS only at the start).</summary>
+    public string GenerationPrompt { get; init; } = "{instruction}\nQuery: {query}\nPassage: ";
+    public PoolingMode Pooling { get; init; } = PoolingMode.Mean;
+    /// <summary>Attention for embeddings (generation is always causal). Default bidirectional.</summary>
+    public AttentionMode EmbeddingAttention { get; init; } = AttentionMode.Bidirectional;
+    /// <summary>Max tokens per embedded text (special tokens included). Default 512.</summary>
+    public int MaxLength { get; init; } = 512;
+    /// <summary>Max tokens of a prompt + candidate sequence; null = no cap. Longer ones lose the candidate's end.</summary>
+    public int? MaxGenerationLength { get; init; }
+
+    // --- schedule ---
+    public int BatchSize { get; init; } = 32;
+    public int Epochs { get; init; } = 1;
+    /// <summary>Stop after this many optimizer steps (overrides <see cref="Epochs"/> for the schedule length).</summary>
+    public int? MaxSteps { get; init; }
+    /// <summary>Keep a last batch smaller than <see cref="BatchSize"/>. Default true.</summary>
+    public bool KeepPartialBatch { get; init; } = true;
+    public bool Shuffle { get; init; } = true;
+    public AdamWSettings Optimizer { get; init; } = new();
+    /// <summary>Warm-up steps; null = min(10% of steps, 500).</summary>
+    public int? WarmupSteps { get; init; }
+    public DecayKind Decay { get; init; } = DecayKind.Cosine;
+    public double? MaxGradientNorm { get; init; }
+    public int AccumulationSteps { get; init; } = 1;
+
+    // --- parameters and memory ---
+    /// <summary>LoRA settings; null = full fine-tuning.</summary>
+    public LoraOptions? Lora { get; init; } = new();
+    /// <summary>Texts per GradCache chunk; null = no GradCache.</summary>
+    public int? GradCacheChunkSize { get; init; }
+    /// <summary>Causal sequences per forward pass of the generation terms (rounded to whole queries with all their
+    /// candidates); null = the whole batch at once. Each chunk is back-propagated on its own.</summary>
+    public int? GenerationChunkSize { get; init; }
+    /// <summary>Recompute each decoder layer in the backward instead of storing its activations.</summary>
+    public bool GradientCheckpointing { get; init; }
+
+    // --- reproducibility and recovery ---
+    public int Seed { get; init; } = 42;
+    /// <summary>Where checkpoints go; null = none.</summary>
+    public string? CheckpointDirectory { get; init; }
+    /// <summary>Write a checkpoint every N optimizer steps (0 = only at the end).</summary>
+    public int CheckpointEvery { get; init; }
+    public int KeepCheckpoints { get; init; } = 2;
+    /// <summary>Continue from the newest checkpoint in <see cref="CheckpointDirectory"/> if there is one.</summary>
+    public bool Resume { get; init; }
+    /// <summary>Merge the adapters into the weights when training ends (so the model embeds with tuned weights
+    /// without LoRA overhead). Default true.</summary>
+    public bool MergeLoraAtEnd { get; init; } = true;
+
+    /// <summary>The prompt for a query (see <see cref="GenerationPrompt"/>).</summary>
+    public string BuildGenerationPrompt(string query, string? instruction)
+    {
+        string template = GenerationPrompt;
+        if (string.IsNullOrEmpty(instruction))
+            template = template.Replace("{instruction}\n", "", StringComparison.Ordinal).Replace("{instruction}", "", StringComparison.Ordinal);
+        else
+            template = template.Replace("{instruction}", instruction, StringComparison.Ordinal);
+        return template.Replace("{query}", query, StringComparison.Ordinal);
+    }
+
+    internal GrlConsistencyLoss ConsistencyLoss => new()
+    {
+        RepresentationTemperature = RepresentationTemperature ?? Temperature,
+        GenerationTemperature = GenerationTemperature,
+        Direction = KlDirection,
+        DetachGeneration = DetachGeneration,
+        Score = GenerationScore,
+    };
+
+    internal ContrastiveLoss ContrastiveLoss => new() { Temperature = Temperature, Similarity = Similarity };
+    internal PreferenceLoss PreferenceObjective => new() { Kind = PreferenceLoss, Beta = Beta };
+    internal LanguageModelLoss LanguageModelObjective => new() { Reduction = LanguageModelReduction };
+
+    /// <summary>Checks every setting; throws <see cref="UllmeException"/> naming the first bad one.</summary>
+    public void Validate()
+    {
+        var w = EffectiveWeights;
+        foreach (var (name, value) in new[] { ("Contrastive", w.Contrastive), ("LanguageModel", w.LanguageModel), ("Preference", w.Preference), ("Consistency", w.Consistency) })
+            if (!(value >= 0) || !double.IsFinite(value)) throw new UllmeException($"Loss weight {name} must be a non-negative number, got {value}.");
+        if (w.Contrastive == 0 && !w.NeedsGeneration && w.Consistency == 0) throw new UllmeException("All loss weights are zero: nothing to train.");
+        Positive(Temperature, nameof(Temperature));
+        Positive(Beta, nameof(Beta));
+        Positive(GenerationTemperature, nameof(GenerationTemperature));
+        if (RepresentationTemperature is { } tr) Positive(tr, nameof(RepresentationTemperature));
+        if (!GenerationPrompt.Contains("{query}", StringComparison.Ordinal)) throw new UllmeException("GenerationPrompt must contain {query}.");
+        if (MaxLength < 2) throw new UllmeException($"MaxLength must be at least 2, got {MaxLength}.");
+        if (MaxGenerationLength is < 2) throw new UllmeException($"MaxGenerationLength must be at least 2, got {MaxGenerationLength}.");
+        if (BatchSize < 1) throw new UllmeException($"BatchSize must be positive, got {BatchSize}.");
+        if (Epochs < 1) throw new UllmeException($"Epochs must be positive, got {Epochs}.");
+        if (MaxSteps is < 1) throw new UllmeException($"MaxSteps must be positive, got {MaxSteps}.");
+        if (AccumulationSteps < 1) throw new UllmeException($"AccumulationSteps must be positive, got {AccumulationSteps}.");
+        if (GenerationChunkSize is < 1) throw new UllmeException($"GenerationChunkSize must be positive, got {GenerationChunkSize}.");
+        if (GradCacheChunkSize is < 1) throw new UllmeException($"GradCacheChunkSize must be positive, got {GradCacheChunkSize}.");
+        if (CheckpointEvery < 0) throw new UllmeException($"CheckpointEvery must be non-negative, got {CheckpointEvery}.");
+        if (KeepCheckpoints < 1) throw new UllmeException($"KeepCheckpoints must be at least 1, got {KeepCheckpoints}.");
+        if (Resume && CheckpointDirectory is null) throw new UllmeException("Resume needs a CheckpointDirectory.");
+        if (MaxGradientNorm is { } g && !(g > 0)) throw new UllmeException($"MaxGradientNorm must be positive, got {g}.");
+        Optimizer.Validate();
+        Lora?.Validate();
+
+        static void Positive(double v, string name)
+        {
+            if (!(v > 0) || !double.IsFinite(v)) throw new UllmeException($"{name} must be a positive number, got {v}.");
+        }
+    }
+
+    private static readonly JsonSerializerOptions FingerprintJson = new() { Converters = { new JsonStringEnumConverter() } };
+
+    /// <summary>A digest of everything that shapes the optimisation (not checkpoint bookkeeping): a checkpoint is
+    /// only resumed by a run with the same fingerprint.</summary>
+    public string Fingerprint()
+    {
+        var relevant = this with { CheckpointDirectory = null, CheckpointEvery = 0, KeepCheckpoints = 1, Resume = false, MergeLoraAtEnd = true };
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(relevant, FingerprintJson);
+        return Convert.ToHexString(SHA256.HashData(bytes))[..16].ToLowerInvariant();
+    }
+}

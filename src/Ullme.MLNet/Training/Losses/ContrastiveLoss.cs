@@ -1,0 +1,87 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Ullme.MLNet.Training.Losses;
+
+/// <summary>How <see cref="ContrastiveLoss"/> scores a (query, document) pair before dividing by the temperature.</summary>
+public enum ContrastiveSimilarity
+{
+    /// <summary>cos(e_q, e_d): the standard InfoNCE score (SimCSE, E5, GritLM).</summary>
+    Cosine,
+
+    /// <summary>−‖ê_q − ê_d‖₂ on L2-normalised vectors: NT-Xent on negative Euclidean distance, as in ULLME's code.
+    /// Since ‖ê_q − ê_d‖² = 2 − 2·cos, it ranks exactly like cosine but has a different loss landscape.</summary>
+    NegativeL2,
+}
+
+/// <summary>
+/// InfoNCE with in-batch negatives and hard negatives.
+/// <para>
+/// Each query q_i is scored against every candidate in the batch: all positives p_1..p_Q (the other queries'
+/// positives act as in-batch negatives) followed by all hard negatives n_1..n_N of the whole batch. Its own positive
+/// p_i is the target:
+/// </para>
+/// <code>
+///   s(q, d) = cos(e_q, e_d) / τ
+///   L = −(1/Q) Σ_i log( exp s(q_i, p_i) / Σ_{d ∈ {p_1..p_Q} ∪ {n_1..n_N}} exp s(q_i, d) )
+/// </code>
+/// <para>
+/// A small τ (default 0.05) sharpens the softmax so that near-misses are pushed apart. Computed in float32 (or
+/// float64 if the inputs are) whatever the model dtype.
+/// </para>
+/// </summary>
+public sealed class ContrastiveLoss
+{
+    /// <summary>τ, the softmax temperature. Default 0.05.</summary>
+    public double Temperature { get; init; } = 0.05;
+
+    /// <summary>Pair score. Default <see cref="ContrastiveSimilarity.Cosine"/>.</summary>
+    public ContrastiveSimilarity Similarity { get; init; } = ContrastiveSimilarity.Cosine;
+
+    /// <summary>The loss, averaged over queries.</summary>
+    /// <param name="queries">[Q, H] query embeddings (not necessarily normalised).</param>
+    /// <param name="positives">[Q, H]; row i is query i's positive.</param>
+    /// <param name="hardNegatives">[N, H] every hard negative of the batch (any query's), or null/empty.</param>
+    /// <returns>Scalar loss.</returns>
+    public Tensor Compute(Tensor queries, Tensor positives, Tensor? hardNegatives = null)
+    {
+        if (Temperature <= 0 || !double.IsFinite(Temperature))
+            throw new UllmeException($"ContrastiveLoss: Temperature must be a positive number, got {Temperature}.");
+        LossChecks.Rank(queries, 2, "queries");
+        LossChecks.Rank(positives, 2, "positives");
+        if (!queries.shape.SequenceEqual(positives.shape))
+            throw new UllmeException($"ContrastiveLoss: positives must have the shape of queries [{string.Join(", ", queries.shape)}], got [{string.Join(", ", positives.shape)}].");
+        if (hardNegatives is not null)
+        {
+            LossChecks.Rank(hardNegatives, 2, "hardNegatives");
+            if (hardNegatives.shape[1] != queries.shape[1])
+                throw new UllmeException($"ContrastiveLoss: hardNegatives width {hardNegatives.shape[1]} differs from the query width {queries.shape[1]}.");
+        }
+
+        using var scope = NewDisposeScope();
+        var q = LossChecks.Upcast(queries);
+        var candidates = hardNegatives is not null && hardNegatives.shape[0] > 0
+            ? cat([LossChecks.Upcast(positives), LossChecks.Upcast(hardNegatives)], 0)   // [Q + N, H]
+            : LossChecks.Upcast(positives);                                                 // [Q, H]
+        var logits = Scores(q, candidates, Similarity) / Temperature;                      // [Q, Q + N]
+        var target = arange(q.shape[0], dtype: ScalarType.Int64, device: q.device);          // [Q]
+        return nn.functional.cross_entropy(logits, target).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Pairwise scores [A, B] between rows of <paramref name="a"/> [A, H] and <paramref name="b"/> [B, H].</summary>
+    public static Tensor Scores(Tensor a, Tensor b, ContrastiveSimilarity similarity)
+    {
+        using var scope = NewDisposeScope();
+        var an = nn.functional.normalize(a, p: 2, dim: -1);
+        var bn = nn.functional.normalize(b, p: 2, dim: -1);
+        var cos = an.matmul(bn.transpose(0, 1));                                            // [A, B]
+        var result = similarity switch
+        {
+            ContrastiveSimilarity.Cosine => cos,
+            // ‖â − b̂‖² = 2 − 2 cos; the clamp keeps the square root differentiable for identical vectors.
+            ContrastiveSimilarity.NegativeL2 => (2 - 2 * cos).clamp_min(1e-12).sqrt().neg(),
+            _ => throw new UllmeException($"ContrastiveLoss: unknown Similarity {similarity}."),
+        };
+        return result.MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,93 @@
+using System.Text.Json;
+
+namespace Ullme.MLNet.Training;
+
+/// <summary>One training triple: a query, its relevant passage and zero or more hard negatives, with an
+/// optional task instruction for the query.</summary>
+public sealed record TrainingExample(string Query, string Positive, IReadOnlyList<string> Negatives, string? Instruction = null)
+{
+    /// <summary>A query with no hard negatives.</summary>
+    public TrainingExample(string query, string positive) : this(query, positive, []) { }
+}
+
+/// <summary>Reads training data.</summary>
+public static class TrainingData
+{
+    /// <summary>
+    /// Reads JSON Lines: one object per line with <c>"query"</c> and <c>"positive"</c> (strings),
+    /// <c>"negatives"</c> (array of strings; optional, may be empty) and <c>"instruction"</c> (string; optional).
+    /// Blank lines are skipped. Any other problem is an error naming the file and the line.
+    /// </summary>
+    public static IReadOnlyList<TrainingExample> LoadJsonl(string path)
+    {
+        if (!File.Exists(path)) throw new UllmeException($"Training data file '{path}' does not exist.");
+        var examples = new List<TrainingExample>();
+        int lineNumber = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            examples.Add(ParseLine(line, path, lineNumber));
+        }
+        if (examples.Count == 0) throw new UllmeException($"Training data file '{path}' has no examples.");
+        return examples;
+    }
+
+    /// <summary>Parses one JSONL line; <paramref name="path"/> and <paramref name="lineNumber"/> go into errors.</summary>
+    public static TrainingExample ParseLine(string line, string path, int lineNumber)
+    {
+        string where = $"'{path}' line {lineNumber}";
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(line);
+        }
+        catch (JsonException e)
+        {
+            throw new UllmeException($"{where}: not valid JSON ({e.Message}).", e);
+        }
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+                throw new UllmeException($"{where}: expected a JSON object with \"query\", \"positive\" and \"negatives\".");
+            string query = RequiredString(root, "query", where);
+            string positive = RequiredString(root, "positive", where);
+            var negatives = new List<string>();
+            if (root.TryGetProperty("negatives", out var neg) && neg.ValueKind != JsonValueKind.Null)
+            {
+                if (neg.ValueKind != JsonValueKind.Array)
+                    throw new UllmeException($"{where}: \"negatives\" must be an array of strings, got {neg.ValueKind}.");
+                int i = 0;
+                foreach (var item in neg.EnumerateArray())
+                {
+                    if (item.ValueKind != JsonValueKind.String)
+                        throw new UllmeException($"{where}: \"negatives\"[{i}] must be a string, got {item.ValueKind}.");
+                    string text = item.GetString()!;
+                    if (text.Length == 0) throw new UllmeException($"{where}: \"negatives\"[{i}] is empty.");
+                    negatives.Add(text);
+                    i++;
+                }
+            }
+            string? instruction = null;
+            if (root.TryGetProperty("instruction", out var ins) && ins.ValueKind != JsonValueKind.Null)
+            {
+                if (ins.ValueKind != JsonValueKind.String)
+                    throw new UllmeException($"{where}: \"instruction\" must be a string, got {ins.ValueKind}.");
+                instruction = ins.GetString();
+            }
+            return new TrainingExample(query, positive, negatives, string.IsNullOrEmpty(instruction) ? null : instruction);
+        }
+    }
+
+    private static string RequiredString(JsonElement root, string name, string where)
+    {
+        if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)
+            throw new UllmeException($"{where}: missing \"{name}\".");
+        if (value.ValueKind != JsonValueKind.String)
+            throw new UllmeException($"{where}: \"{name}\" must be a string, got {value.ValueKind}.");
+        string text = value.GetString()!;
+        if (text.Length == 0) throw new UllmeException($"{where}: \"{name}\" is empty.");
+        return text;
+    }
+}
