@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using Ullme.MLNet;
+using Ullme.MLNet.Evaluation.Datasets;
 
 namespace Ullme.Cli.Io;
 
@@ -10,7 +11,7 @@ internal sealed record InputRecord(string? Text, int[]? InputIds, int Line);
 /// <summary>
 /// Reads CLI inputs: <c>.txt</c> (one text a line; a final newline does not add an empty text), <c>.jsonl</c>
 /// (<c>{"text": ...}</c> or <c>{"input_ids": [...]}</c>; blank lines skipped), <c>.csv</c> / <c>.tsv</c> with a
-/// header and a text column. Any unreadable line is an error naming the file and line.
+/// header and a text column (read by the library's <see cref="DataFiles"/>). Any unreadable line is an error naming the file and line.
 /// </summary>
 internal static class InputReader
 {
@@ -100,75 +101,21 @@ internal static class InputReader
 
     private static List<InputRecord> ReadDelimited(string path, char separator, string textColumn)
     {
-        var rows = DelimitedParser.Parse(path, separator);
-        if (rows.Count == 0) return [];
-        var header = rows[0].Fields;
-        int col = header.FindIndex(h => string.Equals(h.Trim(), textColumn, StringComparison.OrdinalIgnoreCase));
+        // One CSV/TSV reader for the whole project: RFC 4180 for .csv, literal fields for .tsv, blank lines skipped.
+        var rows = (separator == '\t' ? DataFiles.ReadTsv(path) : DataFiles.ReadCsv(path, separator)).GetEnumerator();
+        if (!rows.MoveNext()) return [];
+        var header = rows.Current.Fields;
+        int col = Array.FindIndex(header, h => string.Equals(h.Trim(), textColumn, StringComparison.OrdinalIgnoreCase));
         if (col < 0)
             throw new UllmeException($"{path}: no column '{textColumn}' (columns: {string.Join(", ", header)}). Choose one with --text-column.");
-        var result = new List<InputRecord>(rows.Count - 1);
-        foreach (var row in rows.Skip(1))
+        var result = new List<InputRecord>();
+        while (rows.MoveNext())
         {
-            if (row.Fields.Count == 1 && row.Fields[0].Length == 0) continue; // blank line
-            if (col >= row.Fields.Count)
-                throw new UllmeException($"{path}:{row.Line}: the row has {row.Fields.Count} fields; column '{textColumn}' is field {col + 1}.");
-            result.Add(new InputRecord(row.Fields[col], null, row.Line));
+            var (line, fields) = rows.Current;
+            if (col >= fields.Length)
+                throw new UllmeException($"{path}:{line}: the row has {fields.Length} fields; column '{textColumn}' is field {col + 1}.");
+            result.Add(new InputRecord(fields[col], null, line));
         }
         return result;
-    }
-}
-
-/// <summary>RFC 4180 CSV (quoted fields may hold separators, quotes and newlines); TSV fields are taken literally.</summary>
-internal static class DelimitedParser
-{
-    public sealed record Row(List<string> Fields, int Line);
-
-    public static List<Row> Parse(string path, char separator)
-    {
-        var rows = new List<Row>();
-        if (separator == '\t')
-        {
-            var lines = InputReader.ReadLines(path);
-            for (int i = 0; i < lines.Count; i++) rows.Add(new Row([.. lines[i].Split('\t')], i + 1));
-            return rows;
-        }
-        string text = string.Join("\n", InputReader.ReadLines(path));
-        int line = 1, rowLine = 1;
-        var fields = new List<string>();
-        var field = new StringBuilder();
-        bool inQuotes = false, any = false;
-        for (int i = 0; i < text.Length; i++)
-        {
-            char c = text[i];
-            any = true;
-            if (inQuotes)
-            {
-                if (c == '"')
-                {
-                    if (i + 1 < text.Length && text[i + 1] == '"') { field.Append('"'); i++; }
-                    else inQuotes = false;
-                }
-                else
-                {
-                    if (c == '\n') line++;
-                    field.Append(c);
-                }
-            }
-            else if (c == '"' && field.Length == 0) inQuotes = true;
-            else if (c == separator) { fields.Add(field.ToString()); field.Clear(); }
-            else if (c == '\n')
-            {
-                fields.Add(field.ToString()); field.Clear();
-                rows.Add(new Row(fields, rowLine));
-                fields = [];
-                line++;
-                rowLine = line;
-                any = false;
-            }
-            else field.Append(c);
-        }
-        if (inQuotes) throw new UllmeException($"{path}:{rowLine}: a quoted field is not closed.");
-        if (any) { fields.Add(field.ToString()); rows.Add(new Row(fields, rowLine)); }
-        return rows;
     }
 }
