@@ -16,7 +16,7 @@ internal static class CommonOptions
 
     public static Option<string> Device() => new("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
 
-    public static Option<int?> Threads() => new("--threads") { Description = "CPU threads for libtorch (default: all cores)." };
+    public static Option<int?> Threads() => new("--threads") { Description = "CPU threads for libtorch, intra-op (default: all cores; 1 is often faster on a busy machine)." };
 
     public static ModelLoadOptions LoadOptions(string dtype, string device) => new()
     {
@@ -33,7 +33,7 @@ internal static class CommonOptions
     {
         if (threads is null) return;
         if (threads < 1) throw new UllmeException($"--threads must be at least 1 (got {threads}).");
-        TorchSharp.torch.set_num_threads(threads.Value);
+        UllmeRuntime.SetThreads(threads.Value);
     }
 
     public static PoolingMode? Pooling(string? value) => value is null ? null : Pooler.Parse(value);

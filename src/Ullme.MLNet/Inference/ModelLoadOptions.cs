@@ -10,4 +10,9 @@ public sealed record ModelLoadOptions
 
     /// <summary>"cpu", "cuda" or "cuda:N". Default "cpu".</summary>
     public string Device { get; init; } = "cpu";
+
+    /// <summary>CPU threads for the compute engine; null = leave libtorch's setting (one per core by default).
+    /// Process-wide: applied through <see cref="UllmeRuntime.SetThreads"/> when the model loads. One thread is often
+    /// faster on a shared or oversubscribed machine.</summary>
+    public int? Threads { get; init; }
 }
