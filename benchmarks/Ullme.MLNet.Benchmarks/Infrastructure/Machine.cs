@@ -29,6 +29,7 @@ public static class Machine
             ["torch_intra_op_threads"] = get_num_threads(),
             ["torch_inter_op_threads"] = get_num_interop_threads(),
             ["omp_wait_policy"] = Ullme.MLNet.Inference.UllmeRuntime.OmpWaitPolicy,
+            ["glibc_mmap_threshold_fixed"] = Ullme.MLNet.Inference.UllmeRuntime.MmapThresholdInstalled,
             ["started_utc"] = DateTime.UtcNow.ToString("u"),
         };
     }

@@ -23,11 +23,49 @@ namespace Ullme.MLNet.Inference;
 /// native environment when it is loaded — before libtorch is, provided the application touches an Ullme.MLNet type
 /// before calling TorchSharp directly. Set <c>OMP_WAIT_POLICY=ACTIVE</c> to get the spinning behaviour back.
 /// </para>
+/// <para>
+/// Memory: libtorch's CPU tensors come from the C allocator. glibc raises its mmap threshold as large blocks are freed,
+/// after which activation-sized blocks (a few MB to 32 MB) are carved from heaps that fragment and are not returned
+/// to the system, so a forward's peak memory grew with the number of layers although every layer's intermediates were
+/// already freed (Qwen2-0.5B shape, batch 16 × 256, float32: +480 MiB over the weights with 1 layer, +827 MiB with 4;
+/// 537 MiB still resident afterwards). Unless <c>MALLOC_MMAP_THRESHOLD_</c> is set, this assembly fixes glibc's mmap
+/// threshold at <see cref="MmapThresholdBytes"/> when it loads: blocks of 1 MiB and more are then mapped and unmapped
+/// individually, the peak is bounded by one layer's working set (+418 MiB with 4 layers) and nothing is retained.
+/// </para>
 /// </summary>
 public static class UllmeRuntime
 {
     /// <summary>The OpenMP wait policy this assembly installs when the process has none.</summary>
     public const string DefaultOmpWaitPolicy = "PASSIVE";
+
+    /// <summary>glibc mmap threshold installed at load (see the remarks): 1 MiB.</summary>
+    public const int MmapThresholdBytes = 1 << 20;
+
+    /// <summary>Whether this assembly fixed glibc's mmap threshold at <see cref="MmapThresholdBytes"/>.</summary>
+    public static bool MmapThresholdInstalled { get; private set; }
+
+    /// <summary>
+    /// Whether the CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX on x86-64; read from /proc/cpuinfo on
+    /// Linux, false where unknown). Without it, bfloat16 matmuls are emulated and measured 5–50× slower than float32
+    /// (AVX2-only host): choose <see cref="Modeling.ModelDType.BFloat16"/> there only to halve memory, never for speed.
+    /// </summary>
+    public static bool CpuHasNativeBFloat16 { get; } = DetectNativeBFloat16();
+
+    private static bool DetectNativeBFloat16()
+    {
+        try
+        {
+            if (!OperatingSystem.IsLinux() || !File.Exists("/proc/cpuinfo")) return false;
+            foreach (string line in File.ReadLines("/proc/cpuinfo"))
+                if (line.StartsWith("flags", StringComparison.Ordinal))
+                    return line.Split(' ', ':', '\t').Any(f => f is "avx512_bf16" or "amx_bf16");
+            return false;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>The OMP_WAIT_POLICY in the native environment (what libgomp reads), or null.</summary>
     public static string? OmpWaitPolicy => NativeGetEnv("OMP_WAIT_POLICY");
@@ -47,7 +85,21 @@ public static class UllmeRuntime
         {
             // No C library to talk to: keep the runtime's default.
         }
+        if (!OperatingSystem.IsLinux()) return;
+        try
+        {
+            const int M_MMAP_THRESHOLD = -3;
+            if (NativeGetEnv("MALLOC_MMAP_THRESHOLD_") is null)
+                MmapThresholdInstalled = mallopt(M_MMAP_THRESHOLD, MmapThresholdBytes) == 1;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            // Not glibc (e.g. musl): its allocator has no such threshold.
+        }
     }
+
+    [DllImport("libc", EntryPoint = "mallopt")]
+    private static extern int mallopt(int param, int value);
 
     private static string? NativeGetEnv(string name)
     {
