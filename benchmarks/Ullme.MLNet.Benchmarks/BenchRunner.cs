@@ -41,7 +41,6 @@ public static class BenchRunner
 
         report.Machine["load_average_at_end"] = Machine.LoadAverage();
         report.Machine["run_seconds"] = Math.Round(clock.Elapsed.TotalSeconds);
-        report.Machine["process_peak_rss_mib"] = null;
         report.WriteJson(Path.Combine(outDir, "results.json"));
         File.WriteAllText(Path.Combine(outDir, "results.md"), report.ToMarkdown());
         Console.WriteLine($"done in {clock.Elapsed.TotalSeconds:F0} s: {Path.Combine(outDir, "results.md")}");
