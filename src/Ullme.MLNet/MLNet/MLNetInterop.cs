@@ -118,6 +118,20 @@ namespace Ullme.MLNet.Transforms
         /// <summary>True once <c>MLContext.CancelExecution()</c> was called.</summary>
         public static bool IsCanceled(IHostEnvironment env) => env is ICancelable c && c.IsCanceled;
 
+        /// <summary>
+        /// The progress events ML.NET's tracker has collected from every progress channel of an <see cref="MLContext"/>
+        /// since the last call (what ML.NET's console host prints): calculation name, event kind, and for checkpoints the
+        /// metric values and progress units. Empty for environments that are not an MLContext.
+        /// </summary>
+        public static IReadOnlyList<(string Calculation, string Kind, double?[] Metrics, double?[] Units)> TakeProgressEvents(IHostEnvironment env)
+        {
+            Verify();
+            if (env is not MLContext ml) return [];
+            return ml._env.ProgressTracker.GetAllProgress()
+                .Select(e => (e.Name, e.Kind.ToString(), e.ProgressEntry?.Metrics ?? [], e.ProgressEntry?.Progress ?? []))
+                .ToList();
+        }
+
         /// <summary>A schema-shape column for a known-size vector of <paramref name="itemType"/> (the constructor is internal).</summary>
         public static SchemaShape.Column VectorColumn(string name, DataViewType itemType) =>
             new(name, SchemaShape.Column.VectorKind.Vector, itemType, isKey: false);

@@ -98,6 +98,31 @@ public sealed class UllmeEmbeddingTransformer : ITransformer
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => UllmeModelPackage.Save(ctx, this);
 
+    /// <summary>The embedding settings this transformer applies, with the model's defaults filled in.</summary>
+    public EmbeddingDefaults EffectiveDefaults
+    {
+        get
+        {
+            var d = Model.Defaults;
+            return new EmbeddingDefaults(_options.Pooling ?? d.Pooling, _options.Attention ?? d.Attention, _options.Normalize, _options.MaxLength ?? d.MaxLength);
+        }
+    }
+
+    /// <summary>
+    /// Writes the model as a self-contained Hugging Face folder (config.json, model.safetensors with the current —
+    /// e.g. fine-tuned and merged — weights in their dtype, tokenizer files) in the sentence-transformers layout
+    /// (modules.json, 1_Pooling/config.json, sentence_bert_config.json, config_sentence_transformers.json) plus
+    /// ullme.json, all describing this transformer's pooling, attention, normalisation and max length.
+    /// <c>UllmeModel.Load(folder)</c> reads it back to identical embeddings; Python's
+    /// <c>SentenceTransformer(folder)</c> loads it too (causal attention only: sentence-transformers has no
+    /// bidirectional switch for decoders).
+    /// </summary>
+    public void SaveModelFolder(string folder)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(folder);
+        Model.SaveFolder(folder, EffectiveDefaults);
+    }
+
     /// <summary>Takes ownership of the folder a zip was extracted to (tokenizer and config files; the weights are
     /// already deleted): removed when this transformer is collected, or at process exit.</summary>
     internal void AttachTemporaryFolder(string folder) => _temporaryFolder = new TemporaryFolder(folder);

@@ -1,0 +1,289 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Ullme.MLNet.Inference;
+
+namespace Ullme.MLNet.Training.Sweeps;
+
+/// <summary>How a sweep picks its trials.</summary>
+public enum SweepSearch
+{
+    /// <summary>Every point of the space (capped by <see cref="SweepOptions.MaxTrials"/>).</summary>
+    Grid,
+
+    /// <summary><see cref="SweepOptions.MaxTrials"/> distinct points drawn with <see cref="SweepOptions.Seed"/>.</summary>
+    Random,
+}
+
+/// <summary>Settings of a <see cref="GrlSweep"/>.</summary>
+public sealed record SweepOptions
+{
+    /// <summary>Every trial starts from these settings and applies its point on top.</summary>
+    public FineTuneOptions BaseOptions { get; init; } = new();
+
+    public SweepSearch Search { get; init; } = SweepSearch.Grid;
+
+    /// <summary>Random search: the number of trials (required). Grid: a cap (null = the whole grid).</summary>
+    public int? MaxTrials { get; init; }
+
+    /// <summary>Seed of the random search (the training seed is <see cref="FineTuneOptions.Seed"/>).</summary>
+    public int Seed { get; init; }
+
+    /// <summary>Where <c>leaderboard.csv</c>, <c>leaderboard.json</c> and the best model's folder <c>best/</c> go;
+    /// null = nothing is written.</summary>
+    public string? OutputDirectory { get; init; }
+}
+
+/// <summary>One trial: its settings, its dev metric (NaN if it failed) and its training run.</summary>
+/// <param name="Index">Position in the order trials ran (0-based).</param>
+/// <param name="Point">The swept settings.</param>
+/// <param name="Metric">Dev metric of the tuned model; NaN when the trial failed.</param>
+/// <param name="Training">The training run (null when it failed before training ended).</param>
+/// <param name="Elapsed">Training plus evaluation time.</param>
+/// <param name="Error">Why the trial failed, or null.</param>
+public sealed record SweepTrial(int Index, SweepPoint Point, double Metric, FineTuneResult? Training, TimeSpan Elapsed, string? Error)
+{
+    public bool Succeeded => Error is null && double.IsFinite(Metric);
+}
+
+/// <summary>A finished sweep: trials ranked best first, the untrained baseline, and where the best model went.</summary>
+public sealed class SweepResult
+{
+    internal SweepResult(string metricName, bool higherIsBetter, double baselineMetric, IReadOnlyList<SweepTrial> ranked, string? bestModelFolder)
+    {
+        MetricName = metricName;
+        HigherIsBetter = higherIsBetter;
+        BaselineMetric = baselineMetric;
+        Trials = ranked;
+        BestModelFolder = bestModelFolder;
+    }
+
+    public string MetricName { get; }
+    public bool HigherIsBetter { get; }
+
+    /// <summary>The metric of the base model, untrained, embedding with the base options' pooling and attention.</summary>
+    public double BaselineMetric { get; }
+
+    /// <summary>All trials, best first; failed trials last.</summary>
+    public IReadOnlyList<SweepTrial> Trials { get; }
+
+    /// <summary>The best successful trial, or null if every trial failed.</summary>
+    public SweepTrial? Best => Trials.Count > 0 && Trials[0].Succeeded ? Trials[0] : null;
+
+    /// <summary>The exported folder of the best model (<see cref="SweepOptions.OutputDirectory"/>/best), or null.</summary>
+    public string? BestModelFolder { get; }
+
+    private IReadOnlyList<string> SettingNames => Trials.Count == 0 ? [] : Trials[0].Point.Settings.Select(s => s.Key).ToList();
+
+    private IEnumerable<string[]> Rows()
+    {
+        yield return ["rank", "trial", .. SettingNames, MetricName, "final_loss", "steps", "seconds", "error"];
+        for (int r = 0; r < Trials.Count; r++)
+        {
+            var t = Trials[r];
+            yield return
+            [
+                (r + 1).ToString(CultureInfo.InvariantCulture), t.Index.ToString(CultureInfo.InvariantCulture),
+                .. t.Point.Settings.Select(s => s.Value),
+                double.IsFinite(t.Metric) ? t.Metric.ToString("F4", CultureInfo.InvariantCulture) : "",
+                t.Training?.FinalLosses is { } l ? l.Total.ToString("F4", CultureInfo.InvariantCulture) : "",
+                t.Training?.StepsDone.ToString(CultureInfo.InvariantCulture) ?? "",
+                t.Elapsed.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture),
+                t.Error ?? "",
+            ];
+        }
+    }
+
+    /// <summary>The leaderboard as an aligned text table (best first), with the baseline underneath.</summary>
+    public string Leaderboard()
+    {
+        var rows = Rows().ToList();
+        int columns = rows[0].Length;
+        bool anyError = Trials.Any(t => t.Error is not null);
+        if (!anyError) { columns--; rows = rows.Select(r => r[..columns]).ToList(); }
+        var widths = Enumerable.Range(0, columns).Select(c => rows.Max(r => r[c].Length)).ToArray();
+        var sb = new StringBuilder();
+        foreach (var row in rows)
+            sb.AppendLine(string.Join("  ", row.Select((v, c) => v.PadRight(widths[c]))).TrimEnd());
+        sb.Append(CultureInfo.InvariantCulture, $"baseline (untrained) {MetricName}: {BaselineMetric:F4}");
+        return sb.ToString();
+    }
+
+    /// <summary>The leaderboard as CSV (RFC 4180 quoting), best first.</summary>
+    public string ToCsv()
+    {
+        var sb = new StringBuilder();
+        foreach (var row in Rows()) sb.AppendLine(string.Join(",", row.Select(Quote)));
+        return sb.ToString();
+
+        static string Quote(string v) => v.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? "\"" + v.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"" : v;
+    }
+
+    /// <summary>The leaderboard as JSON: metric, baseline, best folder and the ranked trials with their settings.</summary>
+    public string ToJson()
+    {
+        var trials = new JsonArray();
+        for (int r = 0; r < Trials.Count; r++)
+        {
+            var t = Trials[r];
+            var settings = new JsonObject();
+            foreach (var (k, v) in t.Point.Settings) settings[k] = v;
+            trials.Add(new JsonObject
+            {
+                ["rank"] = r + 1,
+                ["trial"] = t.Index,
+                ["settings"] = settings,
+                [MetricName] = double.IsFinite(t.Metric) ? t.Metric : null,
+                ["final_losses"] = t.Training?.FinalLosses is { } l ? new JsonObject(l.ToDictionary().Select(kv => new KeyValuePair<string, JsonNode?>(kv.Key, kv.Value))) : null,
+                ["steps"] = t.Training?.StepsDone,
+                ["seconds"] = Math.Round(t.Elapsed.TotalSeconds, 3),
+                ["error"] = t.Error,
+            });
+        }
+        var root = new JsonObject
+        {
+            ["metric"] = MetricName,
+            ["higher_is_better"] = HigherIsBetter,
+            ["baseline"] = double.IsFinite(BaselineMetric) ? BaselineMetric : null,
+            ["best_model_folder"] = BestModelFolder,
+            ["trials"] = trials,
+        };
+        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+}
+
+/// <summary>
+/// A small AutoML-style sweep over fine-tuning settings (strategy, temperature, LoRA rank, λ weights, pooling,
+/// attention, learning rate, or any custom setting). Each trial trains a fresh copy of the base model
+/// (<see cref="UllmeModel.Clone"/>: trials never see each other's weights) with <see cref="UllmeFineTuner"/>, scores it
+/// on a dev metric (<see cref="StsSpearmanMetric"/> by default), and the best model so far is exported as a Hugging
+/// Face / sentence-transformers folder. The leaderboard is returned and written as CSV and JSON.
+/// <code>
+/// var space = new SweepSpace(SweepDimension.Strategy(TrainingStrategy.Contrastive, TrainingStrategy.Grl),
+///                            SweepDimension.Temperature(0.02, 0.05));
+/// var result = new GrlSweep(model, space, StsSpearmanMetric.FromStsBenchmark("sts-dev.csv"),
+///     new SweepOptions { BaseOptions = options, OutputDirectory = "sweep" }).Run(train);
+/// Console.WriteLine(result.Leaderboard());
+/// </code>
+/// </summary>
+public sealed class GrlSweep
+{
+    private readonly UllmeModel _baseModel;
+    private readonly SweepSpace _space;
+    private readonly ISweepMetric _metric;
+    private readonly SweepOptions _options;
+
+    public GrlSweep(UllmeModel baseModel, SweepSpace space, ISweepMetric metric, SweepOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(baseModel);
+        ArgumentNullException.ThrowIfNull(space);
+        ArgumentNullException.ThrowIfNull(metric);
+        _baseModel = baseModel;
+        _space = space;
+        _metric = metric;
+        _options = options ?? new SweepOptions();
+        _options.BaseOptions.Validate();
+        if (_options.Search == SweepSearch.Random && _options.MaxTrials is null)
+            throw new UllmeException("SweepOptions.MaxTrials is required for a random search.");
+        if (_options.MaxTrials is < 1) throw new UllmeException($"SweepOptions.MaxTrials must be at least 1, got {_options.MaxTrials}.");
+        if (_options.OutputDirectory is { } d && string.IsNullOrWhiteSpace(d)) throw new UllmeException("SweepOptions.OutputDirectory is empty (use null to write nothing).");
+    }
+
+    /// <summary>The points the sweep will run, in order.</summary>
+    public IReadOnlyList<SweepPoint> Points() => _options.Search switch
+    {
+        SweepSearch.Random => _space.Random(_options.MaxTrials!.Value, _options.Seed),
+        _ => _space.Grid().Take(_options.MaxTrials ?? int.MaxValue).ToList(),
+    };
+
+    /// <summary>Runs every trial on <paramref name="train"/>. A trial whose settings are invalid or whose training
+    /// fails is recorded with its error and the sweep goes on; cancellation stops the sweep.</summary>
+    /// <param name="train">Training examples every trial uses.</param>
+    /// <param name="progress">Receives each finished trial (synchronously).</param>
+    /// <param name="cancellationToken">Stops the sweep (between training steps of the running trial).</param>
+    public SweepResult Run(IReadOnlyList<TrainingExample> train, IProgress<SweepTrial>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(train);
+        if (train.Count == 0) throw new UllmeException("The sweep has no training examples.");
+        var points = Points();
+        string? output = _options.OutputDirectory is { } o ? Path.GetFullPath(o) : null;
+        string? best = output is null ? null : Path.Combine(output, "best");
+        if (output is not null) Directory.CreateDirectory(output);
+
+        var b = _options.BaseOptions;
+        double baseline = _metric.Evaluate(_baseModel, Embedding(b));
+        var trials = new List<SweepTrial>();
+        SweepTrial? leader = null;
+        for (int i = 0; i < points.Count; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var trial = RunTrial(i, points[i], train, cancellationToken, out var model);
+            using (model)
+            {
+                trials.Add(trial);
+                if (trial.Succeeded && (leader is null || Better(trial.Metric, leader.Metric)))
+                {
+                    leader = trial;
+                    if (best is not null) Export(model!, trial.Point.Apply(b), best);
+                }
+            }
+            progress?.Report(trial);
+        }
+
+        var ranked = trials.OrderBy(t => t.Succeeded ? 0 : 1)
+            .ThenBy(t => t.Succeeded ? (_metric.HigherIsBetter ? -t.Metric : t.Metric) : 0)
+            .ThenBy(t => t.Index).ToList();
+        var result = new SweepResult(_metric.Name, _metric.HigherIsBetter, baseline, ranked, leader is not null ? best : null);
+        if (output is not null)
+        {
+            File.WriteAllText(Path.Combine(output, "leaderboard.csv"), result.ToCsv());
+            File.WriteAllText(Path.Combine(output, "leaderboard.json"), result.ToJson());
+            File.WriteAllText(Path.Combine(output, "leaderboard.txt"), result.Leaderboard() + Environment.NewLine);
+        }
+        return result;
+    }
+
+    private bool Better(double a, double b) => _metric.HigherIsBetter ? a > b : a < b;
+
+    private static EmbeddingOptions Embedding(FineTuneOptions o) =>
+        new() { Pooling = o.Pooling, Attention = o.EmbeddingAttention, MaxLength = o.MaxLength, Normalize = true };
+
+    private SweepTrial RunTrial(int index, SweepPoint point, IReadOnlyList<TrainingExample> train, CancellationToken ct, out UllmeModel? model)
+    {
+        var clock = Stopwatch.StartNew();
+        model = null;
+        FineTuneResult? result = null;
+        try
+        {
+            var options = point.Apply(_options.BaseOptions) with { MergeLoraAtEnd = true, CheckpointDirectory = null, Resume = false };
+            options.Validate();
+            model = _baseModel.Clone(new EmbeddingDefaults(options.Pooling, options.EmbeddingAttention, true, options.MaxLength));
+            result = new UllmeFineTuner(model, options).Train(train, null, ct);
+            double metric = _metric.Evaluate(model, Embedding(options));
+            return new SweepTrial(index, point, metric, result, clock.Elapsed, double.IsFinite(metric) ? null : $"{_metric.Name} is not a number");
+        }
+        catch (UllmeException e)
+        {
+            return new SweepTrial(index, point, double.NaN, result, clock.Elapsed, e.Message);
+        }
+        catch
+        {
+            model?.Dispose();
+            model = null;
+            throw;
+        }
+    }
+
+    /// <summary>Writes the model next to <paramref name="folder"/> first and then swaps it in, so a crash never
+    /// leaves a half-written best model.</summary>
+    private static void Export(UllmeModel model, FineTuneOptions options, string folder)
+    {
+        string staging = folder + ".tmp";
+        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+        model.SaveFolder(staging, new EmbeddingDefaults(options.Pooling, options.EmbeddingAttention, true, options.MaxLength));
+        if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        Directory.Move(staging, folder);
+    }
+}
