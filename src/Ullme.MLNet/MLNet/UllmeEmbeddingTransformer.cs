@@ -57,6 +57,21 @@ public sealed class UllmeEmbeddingTransformer : ITransformer
     public string InputColumnName => _options.InputColumnName;
     public string OutputColumnName => _options.OutputColumnName;
 
+    /// <summary>
+    /// The same embedding (shared model, same pooling, attention, max length, instruction and batch size) over other
+    /// columns — e.g. to embed a dev set's <c>Text</c> column with a transformer <see cref="GrlTrainer"/> returned for
+    /// its <c>Query</c> column: <c>mlContext.Data.Cache(tuned.WithColumns("Features", "Text").Transform(dev))</c>.
+    /// </summary>
+    public UllmeEmbeddingTransformer WithColumns(string outputColumnName, string inputColumnName)
+    {
+        var o = _options.Clone();
+        var d = EffectiveDefaults;
+        o.OutputColumnName = outputColumnName;
+        o.InputColumnName = inputColumnName;
+        (o.Pooling, o.Attention, o.MaxLength) = (d.Pooling, d.Attention, d.MaxLength);
+        return new UllmeEmbeddingTransformer(_host, o, Model, ModelId);
+    }
+
     /// <summary>Always true: each output row depends on its input row only.</summary>
     public bool IsRowToRowMapper => true;
 

@@ -1,6 +1,7 @@
 using Ullme.MLNet;
 using Ullme.MLNet.Inference;
 using Ullme.MLNet.Training;
+using Ullme.MLNet.Training.Sweeps;
 using Ullme.MLNet.Transforms;
 
 // In ML.NET's namespace, like UllmeCatalogExtensions: `using Microsoft.ML;` is all a pipeline needs.
@@ -69,5 +70,33 @@ public static class UllmeTrainingCatalogExtensions
         o.DType = model.LoadOptions.DType;
         o.Device = model.LoadOptions.Device;
         return new GrlTrainer(MLNetInterop.GetEnvironment(catalog), o, model);
+    }
+
+    /// <summary>
+    /// A sweep over <see cref="GrlTrainer"/> settings: each point of <paramref name="space"/> is a fit on the training
+    /// data (from a fresh copy of the base model) scored by <paramref name="metric"/>, any ML.NET evaluation on dev data.
+    /// <code>
+    /// var sweep = mlContext.Transforms.UllmeGrlSweep(
+    ///     new SweepSpace(SweepDimension.Strategy(TrainingStrategy.Contrastive, TrainingStrategy.Grl)),
+    ///     TransformerSweepMetric.StsSpearman(stsDev),
+    ///     new GrlTrainerSweepOptions { Trainer = new GrlTrainerOptions { Model = "/models/stories260K" }, OutputDirectory = "sweep" });
+    /// GrlTrainerSweepResult result = sweep.Run(triplets);   // sweep/leaderboard.*, sweep/best/, sweep/best.zip
+    /// </code>
+    /// </summary>
+    /// <exception cref="UllmeException">An option is invalid (the message names it).</exception>
+    public static GrlTrainerSweep UllmeGrlSweep(this TransformsCatalog catalog, SweepSpace space, TransformerSweepMetric metric, GrlTrainerSweepOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return new GrlTrainerSweep(MLNetInterop.GetEnvironment(catalog), space, metric, options ?? new GrlTrainerSweepOptions(), model: null);
+    }
+
+    /// <summary>A sweep starting every trial from a copy of an already loaded model (never modified).
+    /// <see cref="GrlTrainerOptions.Model"/>, <see cref="GrlTrainerOptions.DType"/> and <see cref="GrlTrainerOptions.Device"/>
+    /// are taken from the model.</summary>
+    public static GrlTrainerSweep UllmeGrlSweep(this TransformsCatalog catalog, UllmeModel model, SweepSpace space, TransformerSweepMetric metric, GrlTrainerSweepOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentNullException.ThrowIfNull(model);
+        return new GrlTrainerSweep(MLNetInterop.GetEnvironment(catalog), space, metric, options ?? new GrlTrainerSweepOptions(), model);
     }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -184,19 +183,11 @@ public sealed class GrlSweep
         _space = space;
         _metric = metric;
         _options = options ?? new SweepOptions();
-        _options.BaseOptions.Validate();
-        if (_options.Search == SweepSearch.Random && _options.MaxTrials is null)
-            throw new UllmeException("SweepOptions.MaxTrials is required for a random search.");
-        if (_options.MaxTrials is < 1) throw new UllmeException($"SweepOptions.MaxTrials must be at least 1, got {_options.MaxTrials}.");
-        if (_options.OutputDirectory is { } d && string.IsNullOrWhiteSpace(d)) throw new UllmeException("SweepOptions.OutputDirectory is empty (use null to write nothing).");
+        SweepRunner.Validate(_options);
     }
 
     /// <summary>The points the sweep will run, in order.</summary>
-    public IReadOnlyList<SweepPoint> Points() => _options.Search switch
-    {
-        SweepSearch.Random => _space.Random(_options.MaxTrials!.Value, _options.Seed),
-        _ => _space.Grid().Take(_options.MaxTrials ?? int.MaxValue).ToList(),
-    };
+    public IReadOnlyList<SweepPoint> Points() => SweepRunner.Points(_space, _options);
 
     /// <summary>Runs every trial on <paramref name="train"/>. A trial whose settings are invalid or whose training
     /// fails is recorded with its error and the sweep goes on; cancellation stops the sweep.</summary>
@@ -207,83 +198,22 @@ public sealed class GrlSweep
     {
         ArgumentNullException.ThrowIfNull(train);
         if (train.Count == 0) throw new UllmeException("The sweep has no training examples.");
-        var points = Points();
-        string? output = _options.OutputDirectory is { } o ? Path.GetFullPath(o) : null;
-        string? best = output is null ? null : Path.Combine(output, "best");
-        if (output is not null) Directory.CreateDirectory(output);
-
-        var b = _options.BaseOptions;
-        double baseline = _metric.Evaluate(_baseModel, Embedding(b));
-        var trials = new List<SweepTrial>();
-        SweepTrial? leader = null;
-        for (int i = 0; i < points.Count; i++)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            var trial = RunTrial(i, points[i], train, cancellationToken, out var model);
-            using (model)
+        double baseline = _metric.Evaluate(_baseModel, Embedding(_options.BaseOptions));
+        var result = SweepRunner.Run<UllmeModel>(_space, _options, _metric.Name, _metric.HigherIsBetter, baseline,
+            trial: (options, state, ct) =>
             {
-                trials.Add(trial);
-                if (trial.Succeeded && (leader is null || Better(trial.Metric, leader.Metric)))
-                {
-                    leader = trial;
-                    if (best is not null) Export(model!, trial.Point.Apply(b), best);
-                }
-            }
-            progress?.Report(trial);
-        }
-
-        var ranked = trials.OrderBy(t => t.Succeeded ? 0 : 1)
-            .ThenBy(t => t.Succeeded ? (_metric.HigherIsBetter ? -t.Metric : t.Metric) : 0)
-            .ThenBy(t => t.Index).ToList();
-        var result = new SweepResult(_metric.Name, _metric.HigherIsBetter, baseline, ranked, leader is not null ? best : null);
-        if (output is not null)
-        {
-            File.WriteAllText(Path.Combine(output, "leaderboard.csv"), result.ToCsv());
-            File.WriteAllText(Path.Combine(output, "leaderboard.json"), result.ToJson());
-            File.WriteAllText(Path.Combine(output, "leaderboard.txt"), result.Leaderboard() + Environment.NewLine);
-        }
+                state.Model = _baseModel.Clone(Defaults(options));
+                state.Training = new UllmeFineTuner(state.Model, options).Train(train, null, ct);
+                return _metric.Evaluate(state.Model, Embedding(options));
+            },
+            saveBest: (model, options, output) => SweepRunner.ReplaceFolder(Path.Combine(output, "best"), f => model.SaveFolder(f, Defaults(options))),
+            release: model => model.Dispose(), keepBest: false,
+            progress, log: null, cancellationToken, out _);
         return result;
     }
 
-    private bool Better(double a, double b) => _metric.HigherIsBetter ? a > b : a < b;
+    private static EmbeddingDefaults Defaults(FineTuneOptions o) => new(o.Pooling, o.EmbeddingAttention, true, o.MaxLength);
 
     private static EmbeddingOptions Embedding(FineTuneOptions o) =>
         new() { Pooling = o.Pooling, Attention = o.EmbeddingAttention, MaxLength = o.MaxLength, Normalize = true };
-
-    private SweepTrial RunTrial(int index, SweepPoint point, IReadOnlyList<TrainingExample> train, CancellationToken ct, out UllmeModel? model)
-    {
-        var clock = Stopwatch.StartNew();
-        model = null;
-        FineTuneResult? result = null;
-        try
-        {
-            var options = point.Apply(_options.BaseOptions) with { MergeLoraAtEnd = true, CheckpointDirectory = null, Resume = false };
-            options.Validate();
-            model = _baseModel.Clone(new EmbeddingDefaults(options.Pooling, options.EmbeddingAttention, true, options.MaxLength));
-            result = new UllmeFineTuner(model, options).Train(train, null, ct);
-            double metric = _metric.Evaluate(model, Embedding(options));
-            return new SweepTrial(index, point, metric, result, clock.Elapsed, double.IsFinite(metric) ? null : $"{_metric.Name} is not a number");
-        }
-        catch (UllmeException e)
-        {
-            return new SweepTrial(index, point, double.NaN, result, clock.Elapsed, e.Message);
-        }
-        catch
-        {
-            model?.Dispose();
-            model = null;
-            throw;
-        }
-    }
-
-    /// <summary>Writes the model next to <paramref name="folder"/> first and then swaps it in, so a crash never
-    /// leaves a half-written best model.</summary>
-    private static void Export(UllmeModel model, FineTuneOptions options, string folder)
-    {
-        string staging = folder + ".tmp";
-        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-        model.SaveFolder(staging, new EmbeddingDefaults(options.Pooling, options.EmbeddingAttention, true, options.MaxLength));
-        if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-        Directory.Move(staging, folder);
-    }
 }
