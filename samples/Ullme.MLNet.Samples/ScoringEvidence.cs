@@ -15,18 +15,6 @@ namespace Ullme.MLNet.Samples;
 /// and representation-vs-generation agreement on STS-B dev before and after fine-tuning.</summary>
 public static class ScoringEvidence
 {
-    private sealed class Pair
-    {
-        public string Query { get; set; } = "";
-        public string Passage { get; set; } = "";
-    }
-
-    private sealed class Scores
-    {
-        public float Relevance { get; set; }
-        public float RelevanceRepresentation { get; set; }
-    }
-
     /// <summary>SciFact reranking (train claims, BM25 hard negatives) for stories260K by representation, generation and
     /// mix (w = 0.5), and the default model (all-MiniLM-L6-v2) by representation.</summary>
     public static int Rerank(string? assets, int? maxQueries)
@@ -91,9 +79,9 @@ public static class ScoringEvidence
     private static void Report(string name, UllmeModel model, IReadOnlyList<StsPair> pairs, double seconds)
     {
         var ml = new MLContext(seed: 1);
-        var data = ml.Data.LoadFromEnumerable(pairs.Select(p => new Pair { Query = p.Text1, Passage = p.Text2 }));
+        var data = ml.Data.LoadFromEnumerable(pairs.Select(p => new ScoringSample.Pair { Query = p.Text1, Passage = p.Text2 }));
         var scored = ml.Transforms.UllmeScore(model, new UllmeScoreOptions { Mode = UllmeScoreMode.Both, BatchSize = 32 }).Fit(data).Transform(data);
-        var rows = ml.Data.CreateEnumerable<Scores>(scored, reuseRowObject: false).ToList();
+        var rows = ml.Data.CreateEnumerable<ScoringSample.Scores>(scored, reuseRowObject: false).ToList();
         var rep = rows.Select(r => (double)r.RelevanceRepresentation).ToArray();
         var gen = rows.Select(r => (double)r.Relevance).ToArray();
         double agreement = Correlation.Spearman(rep, gen);

@@ -6,13 +6,13 @@ namespace Ullme.MLNet.Samples;
 /// <summary>UllmeScore in a fresh process: a saved scoring model zip loads without registration and scores pairs.</summary>
 public static class ScoringSample
 {
-    private sealed class Pair
+    internal sealed class Pair
     {
         public string Query { get; set; } = "";
         public string Passage { get; set; } = "";
     }
 
-    private sealed class Scores
+    internal sealed class Scores
     {
         public float Relevance { get; set; }
         public float RelevanceRepresentation { get; set; }

@@ -16,14 +16,7 @@ public sealed class RerankCliTests : IDisposable
 
     private string PathOf(string name) => Path.Combine(_dir, name);
 
-    private static (int Code, string Err) Run(params string[] args)
-    {
-        var err = new StringWriter();
-        var saved = Console.Error;
-        Console.SetError(err);
-        try { return (UllmeCli.Run(args), err.ToString()); }
-        finally { Console.SetError(saved); }
-    }
+    private static (int Code, string Err) Run(params string[] args) => CliTests.Run(args);
 
     [Theory]
     [InlineData("representation", 0.5)]

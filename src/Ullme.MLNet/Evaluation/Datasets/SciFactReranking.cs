@@ -97,26 +97,9 @@ public static class SciFactReranking
     {
         var order = new List<string>();
         var byId = new Dictionary<string, (string Claim, List<string> Cited)>(StringComparer.Ordinal);
-        int id = -1, claim = -1, cited = -1;
-        bool header = true;
-        foreach (var (line, f) in DataFiles.ReadCsv(path))
+        foreach (var (qid, claim, docs) in SciFactCsvFormat.ReadClaimRows(path))
         {
-            if (header)
-            {
-                header = false;
-                id = Array.IndexOf(f, "id");
-                claim = Array.IndexOf(f, "claim");
-                cited = Array.IndexOf(f, "cited_doc_ids");
-                if (id < 0 || claim < 0 || cited < 0) throw DataFiles.Error(path, line, "header must name id, claim and cited_doc_ids");
-                continue;
-            }
-            int need = Math.Max(id, Math.Max(claim, cited)) + 1;
-            if (f.Length < need) throw DataFiles.Error(path, line, $"expected at least {need} fields, found {f.Length}");
-            List<long> docs;
-            try { docs = PythonLiteral.ParseIntList(f[cited]); }
-            catch (FormatException e) { throw DataFiles.Error(path, line, $"cited_doc_ids is not a list of integers ({e.Message})"); }
-            string qid = f[id].Trim();
-            if (!byId.TryGetValue(qid, out var entry)) { byId[qid] = entry = (f[claim], []); order.Add(qid); }
+            if (!byId.TryGetValue(qid, out var entry)) { byId[qid] = entry = (claim, []); order.Add(qid); }
             foreach (long d in docs)
             {
                 string s = d.ToString(CultureInfo.InvariantCulture);
