@@ -9,6 +9,7 @@ internal static class CommandRegistry
     {
         yield return EmbedCommand.Create();
         yield return ScoreCommand.Create();
+        yield return RerankCommand.Create();
         yield return TokenizeCommand.Create();
         yield return InfoCommand.Create();
         yield return EvalCommand.Create();

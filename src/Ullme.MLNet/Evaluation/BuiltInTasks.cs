@@ -42,6 +42,8 @@ public static class BuiltInTasks
             "Given a scientific claim, retrieve documents that support or refute the claim", CreateSciFact),
         new("MRPC", TaskType.PairClassification, ["mrpc", "MRPC"], "no_revision_available",
             "Retrieve text that is a paraphrase of the given sentence", CreateMrpc),
+        new("SciFactReranking", TaskType.Reranking, ["scifact", "SciFact"], "no_revision_available",
+            "Given a scientific claim, retrieve documents that support or refute the claim", CreateSciFactReranking),
         new("SNLIReranking", TaskType.Reranking, ["snli", "SNLI"], "no_revision_available",
             "Given a premise, retrieve a hypothesis that is entailed by the premise", CreateSnliReranking),
     ];
@@ -169,6 +171,11 @@ public static class BuiltInTasks
         if (splits.Count == 0) throw new UllmeException($"{dir}: no MRPC files (msr_paraphrase_train.txt, msr_paraphrase_test.txt)");
         return Init(new PairClassificationTask(e.Name, splits), e, dir);
     }
+
+    /// <summary>SciFact train claims with cited (positive) vs BM25-retrieved-not-cited (negative) abstracts, split "train"
+    /// (see <see cref="SciFactReranking"/>).</summary>
+    private static EvaluationTask CreateSciFactReranking(string dir, Entry e) =>
+        Init(new RerankingTask(e.Name, new Dictionary<string, IReadOnlyList<RerankingSample>> { ["train"] = SciFactReranking.Build(dir) }), e, dir);
 
     private static EvaluationTask CreateSnliReranking(string dir, Entry e)
     {

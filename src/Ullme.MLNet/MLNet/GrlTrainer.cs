@@ -41,7 +41,7 @@ public sealed class GrlTrainer : IEstimator<UllmeEmbeddingTransformer>
         _options.Validate(modelIsLoaded: model is not null);
         _baseModel = model is not null
             ? new Lazy<UllmeModel>(model)
-            : new Lazy<UllmeModel>(() => UllmeEmbeddingTransformer.LoadModel(_env, _options.ToEmbeddingOptions(), _options.Model), LazyThreadSafetyMode.ExecutionAndPublication);
+            : new Lazy<UllmeModel>(() => ModelLoading.Load(_env, _options.DType, _options.Device, _options.Model, "UllmeGrlTrainer"), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
     /// <summary>A copy of the settings.</summary>
@@ -60,7 +60,7 @@ public sealed class GrlTrainer : IEstimator<UllmeEmbeddingTransformer>
         CheckShape(byName, _options.PositiveColumnName, "positive", allowVector: false);
         if (_options.NegativesColumnName is { } n) CheckShape(byName, n, "negatives", allowVector: true);
         if (_options.InstructionColumnName is { } i) CheckShape(byName, i, "instruction", allowVector: false);
-        SchemaChecks.CheckInput(inputSchema, _options.EffectiveInputColumnName);
+        SchemaChecks.CheckInput(inputSchema, _options.EffectiveInputColumnName, "UllmeGrlTrainer");
         byName[_options.OutputColumnName] = MLNetInterop.VectorColumn(_options.OutputColumnName, NumberDataViewType.Single);
         return new SchemaShape(byName.Values);
     }

@@ -160,7 +160,7 @@ public sealed class GrlTrainerSweep
         // Reads (and so checks) the training rows once up front: a bad column must stop the sweep, not fail every trial.
         int rows = GrlTrainer.ReadExamples(train, trainer).Count;
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(_options.CancellationToken, trainer.CancellationToken);
-        var baseModel = _model ?? UllmeEmbeddingTransformer.LoadModel(_env, trainer.ToEmbeddingOptions(), trainer.Model);
+        var baseModel = _model ?? ModelLoading.Load(_env, trainer.DType, trainer.Device, trainer.Model, "UllmeGrlSweep");
         try
         {
             var sweepOptions = _options.ToSweepOptions();

@@ -21,6 +21,8 @@ using Ullme.MLNet.Transforms;
 // every saved model and registers it on load, so mlContext.Model.Load needs no registration call, even in a new process.
 [assembly: LoadableClass(typeof(UllmeEmbeddingTransformer), typeof(MLNetInterop.TransformerLoader), null,
     typeof(SignatureLoadModel), "Ullme Embedding Transform", MLNetInterop.LoaderSignature)]
+[assembly: LoadableClass(typeof(UllmeScoreTransformer), typeof(MLNetInterop.ScoreTransformerLoader), null,
+    typeof(SignatureLoadModel), "Ullme Score Transform", MLNetInterop.ScoreLoaderSignature)]
 
 namespace System.Runtime.CompilerServices
 {
@@ -49,8 +51,12 @@ namespace Ullme.MLNet.Transforms
         /// <summary>Loader signature written into every saved transformer (at most 24 ASCII characters).</summary>
         public const string LoaderSignature = "UllmeEmbeddingTransform";
 
-        /// <summary>Eight-character model signature of our entry in the zip.</summary>
+        /// <summary>Loader signature of the score transformer.</summary>
+        public const string ScoreLoaderSignature = "UllmeScoreTransform";
+
+        /// <summary>Eight-character model signatures of our entries in the zip.</summary>
         private const string ModelSignature = "ULLMEEMB";
+        private const string ScoreModelSignature = "ULLMESCR";
 
         /// <summary>ML.NET-level version of our entry's layout. Bump VerReadable only if old readers cannot read it;
         /// content changes are versioned by <see cref="UllmeModelPackage.FormatVersion"/> inside the manifest.</summary>
@@ -66,8 +72,11 @@ namespace Ullme.MLNet.Transforms
 
         private static readonly Lazy<Exception?> Compatibility = new(CheckCompatibility);
 
-        private static VersionInfo GetVersionInfo() => new(ModelSignature, VerWritten, VerReadable, VerWeCanReadBack,
-            loaderAssemblyName: typeof(UllmeEmbeddingTransformer).Assembly.FullName, loaderSignature: LoaderSignature);
+        private static VersionInfo GetVersionInfo(PackageKind kind) => kind == PackageKind.Score
+            ? new(ScoreModelSignature, VerWritten, VerReadable, VerWeCanReadBack,
+                loaderAssemblyName: typeof(UllmeScoreTransformer).Assembly.FullName, loaderSignature: ScoreLoaderSignature)
+            : new(ModelSignature, VerWritten, VerReadable, VerWeCanReadBack,
+                loaderAssemblyName: typeof(UllmeEmbeddingTransformer).Assembly.FullName, loaderSignature: LoaderSignature);
 
         /// <summary>
         /// Throws one clear error if the ML.NET loaded in this process lacks an internal member this file uses
@@ -136,6 +145,10 @@ namespace Ullme.MLNet.Transforms
         public static SchemaShape.Column VectorColumn(string name, DataViewType itemType) =>
             new(name, SchemaShape.Column.VectorKind.Vector, itemType, isKey: false);
 
+        /// <summary>A schema-shape column for a scalar of <paramref name="itemType"/> (the constructor is internal).</summary>
+        public static SchemaShape.Column ScalarColumn(string name, DataViewType itemType) =>
+            new(name, SchemaShape.Column.VectorKind.Scalar, itemType, isKey: false);
+
         /// <summary>The schema shape of a concrete schema (what ML.NET's estimator chains pass to GetOutputSchema).</summary>
         public static SchemaShape ShapeOf(DataViewSchema schema) => SchemaShape.Create(schema);
 
@@ -143,14 +156,14 @@ namespace Ullme.MLNet.Transforms
         /// Writes the transformer into its folder of the model zip: version info, the manifest as its own stream, and
         /// each model file streamed from disk into <c>Files/&lt;relative path&gt;</c>.
         /// </summary>
-        public static void Save(ModelSaveContext ctx, string manifestJson, IReadOnlyList<(string RelativePath, string FullPath)> files)
+        public static void Save(ModelSaveContext ctx, PackageKind kind, string manifestJson, IReadOnlyList<(string RelativePath, string FullPath)> files)
         {
             Verify();
             ArgumentNullException.ThrowIfNull(ctx);
             if (!ctx.InRepository)
-                throw new UllmeException("UllmeEmbeddingTransformer can only be saved into a model zip (mlContext.Model.Save), not into a single stream.");
+                throw new UllmeException($"{(kind == PackageKind.Score ? nameof(UllmeScoreTransformer) : nameof(UllmeEmbeddingTransformer))} can only be saved into a model zip (mlContext.Model.Save), not into a single stream.");
             ctx.CheckAtModel();
-            ctx.SetVersionInfo(GetVersionInfo());
+            ctx.SetVersionInfo(GetVersionInfo(kind));
             // The main stream carries the manifest too, so a reader can tell our entry apart even if streams are lost.
             ctx.Writer.Write(manifestJson);
             ctx.SaveBinaryStream(ManifestEntry, w => w.Write(System.Text.Encoding.UTF8.GetBytes(manifestJson)));
@@ -170,38 +183,49 @@ namespace Ullme.MLNet.Transforms
         {
             /// <summary>Re-creates a saved transformer: checks versions, reads the manifest, extracts and verifies the
             /// model files into a temporary folder, loads the model from there and deletes the folder.</summary>
-            internal static UllmeEmbeddingTransformer Create(IHostEnvironment env, ModelLoadContext ctx)
-            {
-                Verify();
-                ArgumentNullException.ThrowIfNull(env);
-                ArgumentNullException.ThrowIfNull(ctx);
-                CheckHeader(ctx);
-                ctx.CheckAtModel(GetVersionInfo());
-                string mainManifest = ctx.Reader.ReadString();
+            internal static UllmeEmbeddingTransformer Create(IHostEnvironment env, ModelLoadContext ctx) =>
+                Restore(env, ctx, PackageKind.Embedding, (e, m, folder) => UllmeEmbeddingTransformer.LoadFromFolder(e, m.Options!, folder, m.ModelId));
+        }
 
-                string? manifest = null;
-                if (!ctx.TryLoadBinaryStream(ManifestEntry, r => manifest = ReadAllText(r.BaseStream)))
-                    manifest = mainManifest;
-                return UllmeModelPackage.Restore(env, manifest!, (rel, sink) =>
-                    ctx.TryLoadBinaryStream(FilesFolder + "/" + rel, r => sink(r.BaseStream)));
-            }
+        /// <summary>The score transformer's loader (see <see cref="TransformerLoader"/>).</summary>
+        internal static class ScoreTransformerLoader
+        {
+            internal static UllmeScoreTransformer Create(IHostEnvironment env, ModelLoadContext ctx) =>
+                Restore(env, ctx, PackageKind.Score, (e, m, folder) => UllmeScoreTransformer.LoadFromFolder(e, m.ScoreOptions!, folder, m.ModelId));
+        }
 
-            private static void CheckHeader(ModelLoadContext ctx)
-            {
-                var expected = GetVersionInfo();
-                if (ctx.Header.ModelSignature != expected.ModelSignature)
-                    throw new UllmeException($"Model zip entry '{ctx.Directory}' is not an Ullme embedding transformer (wrong signature): the zip is corrupted.");
-                if (ctx.Header.ModelVerReadable > VerWritten)
-                    throw new UllmeException(
-                        $"Model zip entry '{ctx.Directory}' was written by a newer Ullme.MLNet (entry version 0x{ctx.Header.ModelVerReadable:X8}; " +
-                        $"this version reads up to 0x{VerWritten:X8}). Upgrade Ullme.MLNet to load it.");
-            }
+        private static T Restore<T>(IHostEnvironment env, ModelLoadContext ctx, PackageKind kind,
+            Func<IHostEnvironment, UllmeModelPackage.Manifest, string, T> create) where T : IPackagedTransformer
+        {
+            Verify();
+            ArgumentNullException.ThrowIfNull(env);
+            ArgumentNullException.ThrowIfNull(ctx);
+            CheckHeader(ctx, kind);
+            ctx.CheckAtModel(GetVersionInfo(kind));
+            string mainManifest = ctx.Reader.ReadString();
 
-            private static string ReadAllText(Stream s)
-            {
-                using var reader = new StreamReader(s, System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: false, leaveOpen: true);
-                return reader.ReadToEnd();
-            }
+            string? manifest = null;
+            if (!ctx.TryLoadBinaryStream(ManifestEntry, r => manifest = ReadAllText(r.BaseStream)))
+                manifest = mainManifest;
+            return UllmeModelPackage.Restore(env, kind, manifest!, (rel, sink) =>
+                ctx.TryLoadBinaryStream(FilesFolder + "/" + rel, r => sink(r.BaseStream)), create);
+        }
+
+        private static void CheckHeader(ModelLoadContext ctx, PackageKind kind)
+        {
+            var expected = GetVersionInfo(kind);
+            if (ctx.Header.ModelSignature != expected.ModelSignature)
+                throw new UllmeException($"Model zip entry '{ctx.Directory}' is not an Ullme {(kind == PackageKind.Score ? "score" : "embedding")} transformer (wrong signature): the zip is corrupted.");
+            if (ctx.Header.ModelVerReadable > VerWritten)
+                throw new UllmeException(
+                    $"Model zip entry '{ctx.Directory}' was written by a newer Ullme.MLNet (entry version 0x{ctx.Header.ModelVerReadable:X8}; " +
+                    $"this version reads up to 0x{VerWritten:X8}). Upgrade Ullme.MLNet to load it.");
+        }
+
+        private static string ReadAllText(Stream s)
+        {
+            using var reader = new StreamReader(s, System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: false, leaveOpen: true);
+            return reader.ReadToEnd();
         }
     }
 }

@@ -76,3 +76,64 @@ public static class UllmeCatalogExtensions
         return new UllmeEmbeddingEstimator(MLNetInterop.GetEnvironment(catalog), o, model);
     }
 }
+
+/// <summary>
+/// <c>mlContext.Transforms.UllmeScore(...)</c>: a (query, passage) pair of text columns gets a Single relevance
+/// column: generation-based (how likely the model finds the passage after the prompt built from the query), or
+/// representation-based (cosine of the embeddings), or both.
+/// <code>
+/// var scorer = mlContext.Transforms.UllmeScore(outputColumnName: "Relevance", queryColumnName: "Query",
+///     passageColumnName: "Passage", model: "models/stories260K");
+/// </code>
+/// </summary>
+public static class UllmeScoreCatalogExtensions
+{
+    /// <summary>Scores <paramref name="passageColumnName"/> against <paramref name="queryColumnName"/> with
+    /// <paramref name="model"/> (a Hugging Face folder; <c>"default"</c> only with mode Representation).</summary>
+    /// <exception cref="UllmeException">An argument is invalid (the message names it).</exception>
+    public static UllmeScoreEstimator UllmeScore(this TransformsCatalog catalog,
+        string outputColumnName = "Relevance",
+        string queryColumnName = "Query",
+        string passageColumnName = "Passage",
+        string model = UllmeModel.DefaultModelName,
+        UllmeScoreMode mode = UllmeScoreMode.Generation,
+        string? instruction = null,
+        int batchSize = 8,
+        ModelDType dtype = ModelDType.Float32,
+        string? device = null)
+    {
+        return catalog.UllmeScore(new UllmeScoreOptions
+        {
+            OutputColumnName = outputColumnName,
+            QueryColumnName = queryColumnName,
+            PassageColumnName = passageColumnName,
+            Model = model,
+            Mode = mode,
+            Instruction = instruction,
+            BatchSize = batchSize,
+            DType = dtype,
+            Device = device,
+        });
+    }
+
+    /// <summary>Scores with every setting given by <paramref name="options"/> (validated now).</summary>
+    public static UllmeScoreEstimator UllmeScore(this TransformsCatalog catalog, UllmeScoreOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentNullException.ThrowIfNull(options);
+        return new UllmeScoreEstimator(MLNetInterop.GetEnvironment(catalog), options);
+    }
+
+    /// <summary>Scores with an already loaded (e.g. fine-tuned) model; not disposed by the transform, saved with its
+    /// current weights. Model, DType and Device of <paramref name="options"/> are ignored.</summary>
+    public static UllmeScoreEstimator UllmeScore(this TransformsCatalog catalog, UllmeModel model, UllmeScoreOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        ArgumentNullException.ThrowIfNull(model);
+        var o = options?.Clone() ?? new UllmeScoreOptions();
+        o.Model = model.SourceFolder;
+        o.DType = model.LoadOptions.DType;
+        o.Device = model.LoadOptions.Device;
+        return new UllmeScoreEstimator(MLNetInterop.GetEnvironment(catalog), o, model);
+    }
+}

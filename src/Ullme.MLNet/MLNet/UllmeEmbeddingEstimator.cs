@@ -26,7 +26,7 @@ public sealed class UllmeEmbeddingEstimator : IEstimator<UllmeEmbeddingTransform
         _options.Validate(modelIsLoaded: model is not null);
         _model = model is not null
             ? new Lazy<UllmeModel>(model)
-            : new Lazy<UllmeModel>(() => UllmeEmbeddingTransformer.LoadModel(_env, _options, _options.Model), LazyThreadSafetyMode.ExecutionAndPublication);
+            : new Lazy<UllmeModel>(() => ModelLoading.Load(_env, _options.DType, _options.Device, _options.Model, "UllmeEmbed"), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
     /// <summary>A copy of the settings.</summary>
@@ -36,7 +36,7 @@ public sealed class UllmeEmbeddingEstimator : IEstimator<UllmeEmbeddingTransform
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        SchemaChecks.CheckInput(inputSchema, _options.InputColumnName);
+        SchemaChecks.CheckInput(inputSchema, _options.InputColumnName, "UllmeEmbed");
         var columns = inputSchema.ToDictionary(c => c.Name);
         columns[_options.OutputColumnName] = MLNetInterop.VectorColumn(_options.OutputColumnName, NumberDataViewType.Single);
         return new SchemaShape(columns.Values);
@@ -46,7 +46,7 @@ public sealed class UllmeEmbeddingEstimator : IEstimator<UllmeEmbeddingTransform
     public UllmeEmbeddingTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        SchemaChecks.CheckInput(input.Schema, _options.InputColumnName);
+        SchemaChecks.CheckInput(input.Schema, _options.InputColumnName, "UllmeEmbed");
         return new UllmeEmbeddingTransformer(_env, _options, _model.Value);
     }
 }

@@ -79,16 +79,7 @@ public sealed class UllmeEmbeddingOptions
     {
         if (!modelIsLoaded)
         {
-            if (string.IsNullOrWhiteSpace(Model))
-                throw new UllmeException($"UllmeEmbeddingOptions.Model is empty: give a model folder or \"{UllmeModel.DefaultModelName}\".");
-            if (!string.Equals(Model, UllmeModel.DefaultModelName, StringComparison.Ordinal))
-            {
-                string folder = File.Exists(Model) ? Path.GetDirectoryName(Path.GetFullPath(Model))! : Model;
-                if (!Directory.Exists(folder))
-                    throw new UllmeException($"UllmeEmbeddingOptions.Model: folder '{Model}' does not exist (give a Hugging Face model folder or \"{UllmeModel.DefaultModelName}\").");
-                if (!File.Exists(Path.Combine(folder, "config.json")))
-                    throw new UllmeException($"UllmeEmbeddingOptions.Model: folder '{Model}' has no config.json, so it is not a Hugging Face model folder.");
-            }
+            ModelLoading.ValidatePath(Model, "UllmeEmbeddingOptions.Model");
         }
         if (string.IsNullOrWhiteSpace(InputColumnName))
             throw new UllmeException("UllmeEmbeddingOptions.InputColumnName is empty.");

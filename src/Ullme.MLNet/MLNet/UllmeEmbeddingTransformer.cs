@@ -3,6 +3,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using Ullme.MLNet.Inference;
+using Ullme.MLNet.Modeling;
 
 namespace Ullme.MLNet.Transforms;
 
@@ -20,7 +21,7 @@ namespace Ullme.MLNet.Transforms;
 /// transformer it was created from when the engine is disposed, which would pull the model from under every other
 /// engine sharing it. The model's tensors are freed when the transformer (and its estimator) become unreachable.</para>
 /// </summary>
-public sealed class UllmeEmbeddingTransformer : ITransformer
+public sealed class UllmeEmbeddingTransformer : ITransformer, ITextWindowMapper, IPackagedTransformer
 {
     private readonly IHost _host;
     private readonly UllmeEmbeddingOptions _options;
@@ -81,7 +82,14 @@ public sealed class UllmeEmbeddingTransformer : ITransformer
     /// <summary>Engine calls made so far (one per read-ahead window or per predicted row).</summary>
     internal long EngineCalls => Interlocked.Read(ref _engineCalls);
 
-    internal IHost Host => _host;
+    IHost ITextWindowMapper.Host => _host;
+    string ITextWindowMapper.ChannelName => "UllmeEmbed";
+    IReadOnlyList<string> ITextWindowMapper.InputColumnNames => [_options.InputColumnName];
+    IReadOnlyList<(string Name, DataViewType Type)> ITextWindowMapper.OutputColumns => [(_options.OutputColumnName, OutputType)];
+    int ITextWindowMapper.ReadAheadRows => _options.EffectiveReadAhead;
+
+    float[][]?[] ITextWindowMapper.ComputeWindow(IReadOnlyList<string>[] texts, bool[] needed, IChannel? channel, long firstRow) =>
+        [EmbedWindow(texts[0], channel, firstRow)];
 
     /// <summary>The output type: Vector&lt;Single, D&gt;.</summary>
     public VectorDataViewType OutputType => new(NumberDataViewType.Single, EmbeddingDimension);
@@ -90,7 +98,7 @@ public sealed class UllmeEmbeddingTransformer : ITransformer
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        SchemaChecks.CheckInput(inputSchema, _options.InputColumnName);
+        SchemaChecks.CheckInput(inputSchema, _options.InputColumnName, "UllmeEmbed");
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
         builder.AddColumn(_options.OutputColumnName, OutputType);
@@ -101,14 +109,14 @@ public sealed class UllmeEmbeddingTransformer : ITransformer
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
-        return new UllmeEmbeddingDataView(this, input, GetOutputSchema(input.Schema));
+        return new TextWindowDataView(this, input, GetOutputSchema(input.Schema));
     }
 
     /// <summary>Row-at-a-time mapping, as used by <see cref="PredictionEngine{TSrc,TDst}"/>.</summary>
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
-        return new UllmeEmbeddingRowMapper(this, inputSchema, GetOutputSchema(inputSchema));
+        return new TextWindowRowMapper(this, inputSchema, GetOutputSchema(inputSchema));
     }
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => UllmeModelPackage.Save(ctx, this);
@@ -138,9 +146,15 @@ public sealed class UllmeEmbeddingTransformer : ITransformer
         Model.SaveFolder(folder, EffectiveDefaults);
     }
 
-    /// <summary>Takes ownership of the folder a zip was extracted to (tokenizer and config files; the weights are
-    /// already deleted): removed when this transformer is collected, or at process exit.</summary>
-    internal void AttachTemporaryFolder(string folder) => _temporaryFolder = new TemporaryFolder(folder);
+    PackageKind IPackagedTransformer.Kind => PackageKind.Embedding;
+
+    void IPackagedTransformer.Describe(UllmeModelPackage.Manifest manifest)
+    {
+        manifest.EmbeddingDimension = EmbeddingDimension;
+        manifest.Options = Options;
+    }
+
+    void IPackagedTransformer.AttachTemporaryFolder(string folder) => _temporaryFolder = new TemporaryFolder(folder);
 
     /// <summary>
     /// Embeds one window of texts through the engine. Rows come back in the order given. Honours
@@ -163,57 +177,73 @@ public sealed class UllmeEmbeddingTransformer : ITransformer
         return result;
     }
 
-    /// <summary>Loads the model an <see cref="UllmeEmbeddingOptions"/> names, on the device the options or the MLContext
-    /// ask for, logging through the environment's channels.</summary>
-    internal static UllmeModel LoadModel(IHostEnvironment env, UllmeEmbeddingOptions options, string folderOrDefault)
-    {
-        var host = env.Register(nameof(UllmeEmbeddingTransformer));
-        using var ch = host.Start("UllmeEmbed");
-        var settings = MLNetInterop.GetSettings(env);
-        string device = DeviceSpec.Resolve(options.Device, settings.GpuDeviceId, settings.FallbackToCpu,
-            () => TorchSharp.torch.cuda.is_available(), msg => ch.Warning(MessageSensitivity.None, msg));
-        var sw = Stopwatch.StartNew();
-        var model = UllmeModel.Load(folderOrDefault, new ModelLoadOptions { DType = options.DType, Device = device });
-        ch.Info(MessageSensitivity.None,
-            $"UllmeEmbed: loaded model '{model.ModelId}' ({model.EmbeddingDimension} dimensions, {options.DType}, {device}) in {sw.ElapsedMilliseconds} ms");
-        return model;
-    }
-
     /// <summary>Re-creates a saved transformer from its extracted model folder (see <see cref="UllmeModelPackage"/>).</summary>
     internal static UllmeEmbeddingTransformer LoadFromFolder(IHostEnvironment env, UllmeEmbeddingOptions options, string folder, string modelId)
     {
-        var model = LoadModel(env, options, folder);
+        var model = ModelLoading.Load(env, options.DType, options.Device, folder, "UllmeEmbed");
         return new UllmeEmbeddingTransformer(env, options, model, modelId);
     }
 }
 
-/// <summary>Input checks shared by the estimator and the transformer.</summary>
+/// <summary>Input checks shared by the Ullme estimators and transformers; <c>transform</c> names the catalog method in errors.</summary>
 internal static class SchemaChecks
 {
-    public static void CheckInput(DataViewSchema schema, string inputColumnName)
+    public static void CheckInput(DataViewSchema schema, string inputColumnName, string transform)
     {
         var col = schema.GetColumnOrNull(inputColumnName);
         if (col is null)
-            throw new UllmeException($"UllmeEmbed: input column '{inputColumnName}' not found; the data has columns {Describe(schema)}.");
+            throw new UllmeException($"{transform}: input column '{inputColumnName}' not found; the data has columns {Describe(schema)}.");
         if (col.Value.Type is not TextDataViewType)
-            throw new UllmeException($"UllmeEmbed: input column '{inputColumnName}' must be of type String (text), found {col.Value.Type}.");
+            throw new UllmeException($"{transform}: input column '{inputColumnName}' must be of type String (text), found {col.Value.Type}.");
     }
 
-    public static void CheckInput(SchemaShape shape, string inputColumnName)
+    public static void CheckInput(SchemaShape shape, string inputColumnName, string transform)
     {
         var matches = shape.Where(c => c.Name == inputColumnName).ToList();
         if (matches.Count == 0)
-            throw new UllmeException($"UllmeEmbed: input column '{inputColumnName}' not found; the data has columns {string.Join(", ", shape.Select(c => "'" + c.Name + "'"))}.");
+            throw new UllmeException($"{transform}: input column '{inputColumnName}' not found; the data has columns {string.Join(", ", shape.Select(c => "'" + c.Name + "'"))}.");
         var col = matches[^1];
         if (col.Kind != SchemaShape.Column.VectorKind.Scalar || col.ItemType is not TextDataViewType)
         {
             string found = col.Kind == SchemaShape.Column.VectorKind.Scalar ? $"{col.ItemType}" : $"{col.Kind}<{col.ItemType}>";
-            throw new UllmeException($"UllmeEmbed: input column '{inputColumnName}' must be of type String (text), found {found}.");
+            throw new UllmeException($"{transform}: input column '{inputColumnName}' must be of type String (text), found {found}.");
         }
     }
 
     private static string Describe(DataViewSchema schema) =>
         string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}' ({c.Type})"));
+}
+
+/// <summary>Loads the model a transform names, on the device its options or the MLContext ask for, logging through
+/// the environment's channels.</summary>
+internal static class ModelLoading
+{
+    public static UllmeModel Load(IHostEnvironment env, ModelDType dtype, string? explicitDevice, string folderOrDefault, string transform)
+    {
+        var host = env.Register(transform);
+        using var ch = host.Start(transform);
+        var settings = MLNetInterop.GetSettings(env);
+        string device = DeviceSpec.Resolve(explicitDevice, settings.GpuDeviceId, settings.FallbackToCpu,
+            () => TorchSharp.torch.cuda.is_available(), msg => ch.Warning(MessageSensitivity.None, msg));
+        var sw = Stopwatch.StartNew();
+        var model = UllmeModel.Load(folderOrDefault, new ModelLoadOptions { DType = dtype, Device = device });
+        ch.Info(MessageSensitivity.None,
+            $"{transform}: loaded model '{model.ModelId}' ({model.EmbeddingDimension} dimensions, {dtype}, {device}) in {sw.ElapsedMilliseconds} ms");
+        return model;
+    }
+
+    /// <summary>Checks a model option without loading anything: "default", or a folder holding config.json.</summary>
+    public static void ValidatePath(string? model, string option)
+    {
+        if (string.IsNullOrWhiteSpace(model))
+            throw new UllmeException($"{option} is empty: give a model folder or \"{UllmeModel.DefaultModelName}\".");
+        if (string.Equals(model, UllmeModel.DefaultModelName, StringComparison.Ordinal)) return;
+        string folder = File.Exists(model) ? Path.GetDirectoryName(Path.GetFullPath(model))! : model;
+        if (!Directory.Exists(folder))
+            throw new UllmeException($"{option}: folder '{model}' does not exist (give a Hugging Face model folder or \"{UllmeModel.DefaultModelName}\").");
+        if (!File.Exists(Path.Combine(folder, "config.json")))
+            throw new UllmeException($"{option}: folder '{model}' has no config.json, so it is not a Hugging Face model folder.");
+    }
 }
 
 /// <summary>A folder deleted when its owner is collected or the process exits (whichever comes first).</summary>

@@ -3,16 +3,43 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
+using Ullme.MLNet.Inference;
 
 namespace Ullme.MLNet.Transforms;
 
+/// <summary>Which Ullme transformer a model zip entry holds (each has its own ML.NET signature and loader).</summary>
+internal enum PackageKind
+{
+    Embedding,
+    Score,
+}
+
+/// <summary>An Ullme transformer that <see cref="UllmeModelPackage"/> saves and restores.</summary>
+internal interface IPackagedTransformer
+{
+    PackageKind Kind { get; }
+
+    UllmeModel Model { get; }
+
+    string ModelId { get; }
+
+    /// <summary>Fills the transformer-specific members of the manifest (options, dimension).</summary>
+    void Describe(UllmeModelPackage.Manifest manifest);
+
+    /// <summary>Takes ownership of the folder a zip was extracted to (tokenizer and config files; the weights are
+    /// already deleted): removed when the transformer is collected, or at process exit.</summary>
+    void AttachTemporaryFolder(string folder);
+}
+
 /// <summary>
-/// What an <see cref="UllmeEmbeddingTransformer"/> writes into an ML.NET model zip, and how it is read back.
+/// What an Ullme transformer (<see cref="UllmeEmbeddingTransformer"/>, <see cref="UllmeScoreTransformer"/>) writes into
+/// an ML.NET model zip, and how it is read back.
 ///
 /// Layout of the transformer's folder in the zip (e.g. <c>TransformerChain/Transform_000/</c>):
 /// <code>
-///   Model.key        ML.NET header (signature ULLMEEMB, versions, loader name and assembly) + manifest copy
-///   Manifest.json    { format_version, library, model_id, embedding_dimension, options, files: [{path, length, sha256}] }
+///   Model.key        ML.NET header (signature ULLMEEMB or ULLMESCR, versions, loader name and assembly) + manifest copy
+///   Manifest.json    { format_version, library, model_id, embedding_dimension, options | score_options,
+///                      files: [{path, length, sha256}] }
 ///   Files/...        the self-contained Hugging Face folder written by UllmeModel.SaveFolder: config.json,
 ///                    model.safetensors, tokenizer files, pooling settings
 /// </code>
@@ -31,6 +58,7 @@ internal static class UllmeModelPackage
         [JsonPropertyName("model_id")] public string ModelId { get; set; } = "";
         [JsonPropertyName("embedding_dimension")] public int EmbeddingDimension { get; set; }
         [JsonPropertyName("options")] public UllmeEmbeddingOptions? Options { get; set; }
+        [JsonPropertyName("score_options")] public UllmeScoreOptions? ScoreOptions { get; set; }
         [JsonPropertyName("files")] public List<FileEntry> Files { get; set; } = [];
     }
 
@@ -49,7 +77,7 @@ internal static class UllmeModelPackage
     };
 
     /// <summary>Writes <paramref name="transformer"/>'s model and settings into the save context.</summary>
-    public static void Save(ModelSaveContext ctx, UllmeEmbeddingTransformer transformer)
+    public static void Save(ModelSaveContext ctx, IPackagedTransformer transformer)
     {
         string folder = CreateTempFolder();
         try
@@ -64,11 +92,11 @@ internal static class UllmeModelPackage
                 FormatVersion = FormatVersion,
                 Library = "Ullme.MLNet " + typeof(UllmeModelPackage).Assembly.GetName().Version,
                 ModelId = transformer.ModelId,
-                EmbeddingDimension = transformer.EmbeddingDimension,
-                Options = transformer.Options,
+                EmbeddingDimension = transformer.Model.EmbeddingDimension,
                 Files = files.Select(f => new FileEntry { Path = f.Rel, Length = new FileInfo(f.Full).Length, Sha256 = HashFile(f.Full) }).ToList(),
             };
-            MLNetInterop.Save(ctx, JsonSerializer.Serialize(manifest, Json), files);
+            transformer.Describe(manifest);
+            MLNetInterop.Save(ctx, transformer.Kind, JsonSerializer.Serialize(manifest, Json), files);
         }
         finally
         {
@@ -78,11 +106,13 @@ internal static class UllmeModelPackage
 
     /// <summary>
     /// Re-creates a transformer from a manifest and a reader of its files (<paramref name="tryReadFile"/> feeds the
-    /// stream of a relative path to the callback and returns false when the zip lacks it).
+    /// stream of a relative path to the callback and returns false when the zip lacks it); <paramref name="create"/>
+    /// builds the transformer from the manifest and the extracted folder.
     /// </summary>
-    public static UllmeEmbeddingTransformer Restore(IHostEnvironment env, string manifestJson, Func<string, Action<Stream>, bool> tryReadFile)
+    public static T Restore<T>(IHostEnvironment env, PackageKind kind, string manifestJson, Func<string, Action<Stream>, bool> tryReadFile,
+        Func<IHostEnvironment, Manifest, string, T> create) where T : IPackagedTransformer
     {
-        var manifest = ParseManifest(manifestJson);
+        var manifest = ParseManifest(manifestJson, kind);
         string folder = CreateTempFolder();
         try
         {
@@ -112,8 +142,7 @@ internal static class UllmeModelPackage
                     throw new UllmeException($"Model zip is corrupted: the Ullme transformer's file '{file.Path}' has {length} bytes with SHA-256 {sha[..Math.Min(12, sha.Length)]}…, " +
                         $"expected {file.Length} bytes with SHA-256 {file.Sha256[..Math.Min(12, file.Sha256.Length)]}….");
             }
-            var options = manifest.Options!;
-            var transformer = UllmeEmbeddingTransformer.LoadFromFolder(env, options, folder, manifest.ModelId);
+            var transformer = create(env, manifest, folder);
             // The weights are in memory now: drop them from disk. The small files (tokenizer, config) stay while the
             // transformer lives, because UllmeModel.SaveFolder copies tokenizer files from the model's source folder
             // when the transformer is saved again.
@@ -128,7 +157,7 @@ internal static class UllmeModelPackage
         }
     }
 
-    internal static Manifest ParseManifest(string manifestJson)
+    internal static Manifest ParseManifest(string manifestJson, PackageKind kind = PackageKind.Embedding)
     {
         Manifest? manifest;
         try
@@ -144,14 +173,16 @@ internal static class UllmeModelPackage
         if (manifest.FormatVersion > FormatVersion)
             throw new UllmeException($"Model zip was written by a newer Ullme.MLNet ({manifest.Library}, format version {manifest.FormatVersion}); " +
                 $"this Ullme.MLNet reads format versions up to {FormatVersion}. Upgrade Ullme.MLNet to load it.");
-        if (manifest.Options is null || manifest.Files.Count == 0 || manifest.EmbeddingDimension < 1)
+        bool hasOptions = kind == PackageKind.Embedding ? manifest.Options is not null : manifest.ScoreOptions is not null;
+        if (!hasOptions || manifest.Files.Count == 0 || manifest.EmbeddingDimension < 1)
             throw new UllmeException($"Model zip is corrupted: the Ullme transformer's {MLNetInterop.ManifestEntry} lacks options, files or embedding_dimension.");
         foreach (var f in manifest.Files)
         {
             if (string.IsNullOrEmpty(f.Path) || Path.IsPathRooted(f.Path) || f.Path.Split('/', '\\').Any(p => p is ".." or "." or ""))
                 throw new UllmeException($"Model zip is corrupted: the Ullme transformer's {MLNetInterop.ManifestEntry} lists an invalid file path '{f.Path}'.");
         }
-        manifest.Options.Validate(modelIsLoaded: true);
+        manifest.Options?.Validate(modelIsLoaded: true);
+        manifest.ScoreOptions?.Validate(modelIsLoaded: true);
         return manifest;
     }
 

@@ -93,7 +93,7 @@ public sealed record FineTuneOptions
     /// <summary>Prompt the candidate is generated after. Placeholders {instruction} and {query}; when there is no
     /// instruction, "{instruction}\n" is dropped. The candidate's tokens follow the prompt's (each tokenized on its
     /// own, BOS only at the start).</summary>
-    public string GenerationPrompt { get; init; } = "{instruction}\nQuery: {query}\nPassage: ";
+    public string GenerationPrompt { get; init; } = Inference.GenerationPrompt.DefaultTemplate;
     public PoolingMode Pooling { get; init; } = PoolingMode.Mean;
     /// <summary>Attention for embeddings (generation is always causal). Default bidirectional.</summary>
     public AttentionMode EmbeddingAttention { get; init; } = AttentionMode.Bidirectional;
@@ -142,15 +142,8 @@ public sealed record FineTuneOptions
     public bool MergeLoraAtEnd { get; init; } = true;
 
     /// <summary>The prompt for a query (see <see cref="GenerationPrompt"/>).</summary>
-    public string BuildGenerationPrompt(string query, string? instruction)
-    {
-        string template = GenerationPrompt;
-        if (string.IsNullOrEmpty(instruction))
-            template = template.Replace("{instruction}\n", "", StringComparison.Ordinal).Replace("{instruction}", "", StringComparison.Ordinal);
-        else
-            template = template.Replace("{instruction}", instruction, StringComparison.Ordinal);
-        return template.Replace("{query}", query, StringComparison.Ordinal);
-    }
+    public string BuildGenerationPrompt(string query, string? instruction) =>
+        Inference.GenerationPrompt.Build(GenerationPrompt, query, instruction);
 
     internal GrlConsistencyLoss ConsistencyLoss => new()
     {
@@ -176,7 +169,7 @@ public sealed record FineTuneOptions
         Positive(Beta, nameof(Beta));
         Positive(GenerationTemperature, nameof(GenerationTemperature));
         if (RepresentationTemperature is { } tr) Positive(tr, nameof(RepresentationTemperature));
-        if (!GenerationPrompt.Contains("{query}", StringComparison.Ordinal)) throw new UllmeException("GenerationPrompt must contain {query}.");
+        Inference.GenerationPrompt.Validate(GenerationPrompt, nameof(GenerationPrompt));
         if (MaxLength < 2) throw new UllmeException($"MaxLength must be at least 2, got {MaxLength}.");
         if (MaxGenerationLength is < 2) throw new UllmeException($"MaxGenerationLength must be at least 2, got {MaxGenerationLength}.");
         if (BatchSize < 1) throw new UllmeException($"BatchSize must be positive, got {BatchSize}.");

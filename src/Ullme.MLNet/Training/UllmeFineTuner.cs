@@ -533,7 +533,7 @@ public sealed class UllmeFineTuner
         for (int q = 0; q < batch.Count; q++)
         {
             var e = batch[q];
-            var prompt = prefix.Concat(_tokenizer.Encode(_options.BuildGenerationPrompt(e.Query, e.Instruction), addSpecialTokens: false)).ToArray();
+            var prompt = GenerationPrompt.EncodePrompt(_tokenizer, _options.BuildGenerationPrompt(e.Query, e.Instruction));
             var mine = new List<int>();
             var candidates = new List<string> { e.Positive };
             candidates.AddRange(e.Negatives);
@@ -541,7 +541,8 @@ public sealed class UllmeFineTuner
             {
                 var cand = _tokenizer.Encode(candidates[c], addSpecialTokens: false).ToArray();
                 if (cand.Length == 0) throw new UllmeException($"The candidate text \"{candidates[c]}\" tokenizes to nothing.");
-                var (ids, from) = Join(prompt, cand, _options.MaxGenerationLength);
+                var joined = GenerationPrompt.Join(prompt, cand, prefix.Count, _options.MaxGenerationLength);
+                var (ids, from) = (joined.InputIds.ToArray(), joined.ScoreFrom);
                 mine.Add(rows.Count);
                 negativeIndexOfRow.Add(c == 0 ? -1 : negIndex++);
                 if (c == 0) { positiveRows.Add(rows.Count); positiveTokens += ids.Length - from; }
@@ -550,19 +551,6 @@ public sealed class UllmeFineTuner
             rowsOfQuery.Add(mine);
         }
         return GenerationBatch.Create(rows, rowsOfQuery, negativeIndexOfRow, positiveRows, positiveTokens, _padId, _model.Device);
-    }
-
-    /// <summary>prompt + candidate, cut to <paramref name="max"/> tokens: the candidate loses its end first; if the
-    /// prompt alone is too long it loses its beginning (after the special prefix), keeping one candidate token.</summary>
-    private (int[] Ids, int ScoreFrom) Join(int[] prompt, int[] candidate, int? max)
-    {
-        if (max is null || prompt.Length + candidate.Length <= max.Value)
-            return ([.. prompt, .. candidate], Math.Max(1, prompt.Length));
-        int keepCandidate = Math.Max(1, max.Value - prompt.Length);
-        int keepPrompt = max.Value - keepCandidate;
-        int special = Math.Min(_tokenizer.PrefixTokenIds.Count, keepPrompt);
-        var p = prompt.Take(special).Concat(prompt.Skip(prompt.Length - (keepPrompt - special))).ToArray();
-        return ([.. p, .. candidate.Take(keepCandidate)], Math.Max(1, p.Length));
     }
 
     // ------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ public sealed class CliTests : IDisposable
 
     private string PathOf(string name) => Path.Combine(_dir, name);
 
-    private static (int Code, string Err) Run(params string[] args)
+    /// <summary>Runs the CLI in-process, capturing stderr.</summary>
+    internal static (int Code, string Err) Run(params string[] args)
     {
         var err = new StringWriter();
         var saved = Console.Error;

@@ -59,7 +59,10 @@ public sealed class MLNetInteropTests
         // silently and Model.Load would then fail with "unknown loader".
         var attrs = typeof(UllmeEmbeddingTransformer).Assembly.GetCustomAttributes(false)
             .Where(a => a.GetType().Name == "LoadableClassAttribute").ToList();
-        Assert.Single(attrs);
+        // One loader per transformer: UllmeEmbed and UllmeScore.
+        Assert.Equal(2, attrs.Count);
+        Assert.Equal(["UllmeEmbeddingTransformer", "UllmeScoreTransformer"],
+            attrs.Select(a => ((Type)a.GetType().GetProperty("InstanceType")!.GetValue(a)!).Name).Order());
         var ml = new MLContext();
         ml.ComponentCatalog.RegisterAssembly(typeof(UllmeEmbeddingTransformer).Assembly);
     }

@@ -74,6 +74,18 @@ public static class SciFactCsvFormat
     private static Dictionary<string, Dictionary<string, int>> ReadClaims(string path, Dictionary<string, RetrievalQuery> queries)
     {
         var qrels = new Dictionary<string, Dictionary<string, int>>(StringComparer.Ordinal);
+        foreach (var (qid, claim, cited) in ReadClaimRows(path))
+        {
+            queries.TryAdd(qid, new RetrievalQuery(qid, claim));
+            if (!qrels.TryGetValue(qid, out var docs)) qrels[qid] = docs = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (var d in cited) docs[d.ToString(CultureInfo.InvariantCulture)] = 1;
+        }
+        return qrels;
+    }
+
+    /// <summary>The rows of a claims file in order: (id, claim, cited_doc_ids); a claim spans one row per evidence document.</summary>
+    public static IEnumerable<(string Id, string Claim, List<long> Cited)> ReadClaimRows(string path)
+    {
         int id = -1, claim = -1, cited = -1;
         bool header = true;
         foreach (var (line, f) in DataFiles.ReadCsv(path))
@@ -89,15 +101,11 @@ public static class SciFactCsvFormat
             }
             int need = Math.Max(id, Math.Max(claim, cited)) + 1;
             if (f.Length < need) throw DataFiles.Error(path, line, $"expected at least {need} fields, found {f.Length}");
-            string qid = f[id].Trim();
-            queries.TryAdd(qid, new RetrievalQuery(qid, f[claim]));
             List<long> docIds;
             try { docIds = PythonLiteral.ParseIntList(f[cited]); }
             catch (FormatException e) { throw DataFiles.Error(path, line, $"cited_doc_ids is not a list of integers ({e.Message})"); }
-            if (!qrels.TryGetValue(qid, out var docs)) qrels[qid] = docs = new Dictionary<string, int>(StringComparer.Ordinal);
-            foreach (var d in docIds) docs[d.ToString(CultureInfo.InvariantCulture)] = 1;
+            yield return (f[id].Trim(), f[claim], docIds);
         }
-        return qrels;
     }
 }
 

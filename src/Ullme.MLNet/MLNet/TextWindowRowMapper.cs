@@ -5,28 +5,31 @@ namespace Ullme.MLNet.Transforms;
 
 /// <summary>
 /// Row-at-a-time mapping for <see cref="PredictionEngine{TSrc,TDst}"/> and composed transformer chains: the output
-/// row passes the input columns through and computes the embedding of the current input row on first request,
-/// cached by row position (a chain may read the column more than once per row).
+/// row passes the input columns through and computes the outputs of the current input row on first request (all the
+/// active outputs at once), cached by row position (a chain may read a column more than once per row).
 /// </summary>
-internal sealed class UllmeEmbeddingRowMapper(UllmeEmbeddingTransformer transformer, DataViewSchema inputSchema, DataViewSchema outputSchema) : IRowToRowMapper
+internal sealed class TextWindowRowMapper(ITextWindowMapper mapper, DataViewSchema inputSchema, DataViewSchema outputSchema) : IRowToRowMapper
 {
     public DataViewSchema InputSchema => inputSchema;
     public DataViewSchema OutputSchema => outputSchema;
 
     private int OutputIndex => inputSchema.Count;
 
-    /// <summary>The embedding needs the text column; input columns map to themselves.</summary>
+    /// <summary>The outputs need the text columns; input columns map to themselves.</summary>
     public IEnumerable<DataViewSchema.Column> GetDependencies(IEnumerable<DataViewSchema.Column> dependingColumns)
     {
         var result = new SortedDictionary<int, DataViewSchema.Column>();
         foreach (var c in dependingColumns)
         {
-            if (c.Index == OutputIndex)
+            if (c.Index >= OutputIndex)
             {
-                var text = inputSchema[transformer.InputColumnName];
-                result[text.Index] = text;
+                foreach (string name in mapper.InputColumnNames)
+                {
+                    var text = inputSchema[name];
+                    result[text.Index] = text;
+                }
             }
-            else if (c.Index < OutputIndex)
+            else
             {
                 result[c.Index] = inputSchema[c.Index];
             }
@@ -38,14 +41,16 @@ internal sealed class UllmeEmbeddingRowMapper(UllmeEmbeddingTransformer transfor
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(activeColumns);
-        return new Row(transformer, input, outputSchema, activeColumns.Select(c => c.Index).ToHashSet(), OutputIndex);
+        return new Row(mapper, input, outputSchema, activeColumns.Select(c => c.Index).ToHashSet(), OutputIndex);
     }
 
-    private sealed class Row(UllmeEmbeddingTransformer transformer, DataViewRow input, DataViewSchema schema, HashSet<int> active, int outputIndex) : DataViewRow
+    private sealed class Row(ITextWindowMapper mapper, DataViewRow input, DataViewSchema schema, HashSet<int> active, int outputIndex) : DataViewRow
     {
         private readonly Lock _lock = new();
+        private readonly bool[] _needed = Enumerable.Range(0, mapper.OutputColumns.Count).Select(k => active.Contains(outputIndex + k)).ToArray();
+        private ValueGetter<ReadOnlyMemory<char>>[]? _textGetters;
         private long _cachedPosition = -1;
-        private float[]? _cached;
+        private float[][]?[]? _cached;
 
         public override DataViewSchema Schema => schema;
         public override long Position => input.Position;
@@ -57,32 +62,29 @@ internal sealed class UllmeEmbeddingRowMapper(UllmeEmbeddingTransformer transfor
         {
             if (!active.Contains(column.Index))
                 throw new InvalidOperationException($"Column '{column.Name}' is not active in this row.");
-            if (column.Index != outputIndex)
+            if (column.Index < outputIndex)
                 return input.GetGetter<TValue>(input.Schema[column.Index]);
-            if (typeof(TValue) != typeof(VBuffer<float>))
-                throw new InvalidOperationException($"Column '{column.Name}' is {column.Type}; ask for VBuffer<Single>, not {typeof(TValue).Name}.");
-
-            var textGetter = input.GetGetter<ReadOnlyMemory<char>>(input.Schema[transformer.InputColumnName]);
-            ValueGetter<VBuffer<float>> getter = (ref VBuffer<float> dst) =>
-            {
-                float[] e = Current(textGetter);
-                var editor = VBufferEditor.Create(ref dst, e.Length);
-                e.AsSpan().CopyTo(editor.Values);
-                dst = editor.Commit();
-            };
-            return (ValueGetter<TValue>)(Delegate)getter;
+            int k = column.Index - outputIndex;
+            lock (_lock)
+                _textGetters ??= mapper.InputColumnNames.Select(n => input.GetGetter<ReadOnlyMemory<char>>(input.Schema[n])).ToArray();
+            return OutputGetters.Create<TValue>(column, () => Current()[k]![0]);
         }
 
-        private float[] Current(ValueGetter<ReadOnlyMemory<char>> textGetter)
+        private float[][]?[] Current()
         {
             lock (_lock)
             {
                 long pos = input.Position;
                 if (_cached is null || pos != _cachedPosition)
                 {
+                    var texts = new IReadOnlyList<string>[_textGetters!.Length];
                     ReadOnlyMemory<char> text = default;
-                    textGetter(ref text);
-                    _cached = transformer.EmbedWindow([text.ToString()], channel: null, firstRow: pos)[0];
+                    for (int c = 0; c < texts.Length; c++)
+                    {
+                        _textGetters[c](ref text);
+                        texts[c] = [text.ToString()];
+                    }
+                    _cached = mapper.ComputeWindow(texts, _needed, channel: null, firstRow: pos);
                     _cachedPosition = pos;
                 }
                 return _cached;
