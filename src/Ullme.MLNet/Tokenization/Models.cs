@@ -23,31 +23,38 @@ internal interface ITokenModel
 /// Thread-safe bounded cache from a word to its ids; looked up by span so a hit allocates nothing. When full it is
 /// emptied and refilled (cheap, and frequent words come back at once).
 /// </summary>
-internal sealed class WordCache(int capacity)
+internal sealed class WordCache
 {
     public const int MaxWordLength = 256;
 
+    private readonly int _capacity;
     private readonly ConcurrentDictionary<string, int[]> _map = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _lookup;
     private int _count;
 
-    public bool TryGet(ReadOnlySpan<char> word, out int[] ids) =>
-        _map.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(word, out ids!);
+    public WordCache(int capacity)
+    {
+        _capacity = capacity;
+        _lookup = _map.GetAlternateLookup<ReadOnlySpan<char>>();
+    }
+
+    public bool TryGet(ReadOnlySpan<char> word, out int[] ids) => _lookup.TryGetValue(word, out ids!);
 
     public void Add(ReadOnlySpan<char> word, int[] ids)
     {
         if (word.Length > MaxWordLength) return;
-        if (Volatile.Read(ref _count) >= capacity)
+        if (Volatile.Read(ref _count) >= _capacity)
         {
             lock (_map)
             {
-                if (_count >= capacity)
+                if (_count >= _capacity)
                 {
                     _map.Clear();
                     Volatile.Write(ref _count, 0);
                 }
             }
         }
-        if (_map.GetAlternateLookup<ReadOnlySpan<char>>().TryAdd(word, ids)) Interlocked.Increment(ref _count);
+        if (_lookup.TryAdd(word, ids)) Interlocked.Increment(ref _count);
     }
 }
 
@@ -72,6 +79,10 @@ internal sealed class BpeModel : ITokenModel
     private readonly string? _prefix;
     private readonly string? _suffix;
     private readonly WordCache _cache = new(65536);
+    private readonly bool _splitAtMetaspace;
+
+    /// <summary>SentencePiece's word marker, which Llama-2/Mistral normalizers put in place of every space.</summary>
+    private const char Metaspace = '\u2581';
 
     [ThreadStatic] private static BpeWork? t_work;
 
@@ -119,6 +130,18 @@ internal sealed class BpeModel : ITokenModel
             if (token.Length == 1 && !char.IsSurrogate(token[0])) _charIds[token[0]] = id;
         _byteIds = new int[256];
         for (int b = 0; b < 256; b++) _byteIds[b] = vocab.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
+
+        // SentencePiece-style files (Llama-2, Mistral) have no pre-tokenizer: the whole normalized text, spaces turned
+        // into ▁, is one BPE "word", so nothing would be cached and every text would pay a merge over all of it. When
+        // no merge can join a symbol ending in a non-▁ char to one starting with ▁, no merge ever crosses the point
+        // before a "▁word", so merging each "▁word" on its own (and caching it) gives exactly the same ids. A file
+        // whose merges break that rule (or that lacks a ▁ token, or uses prefix/suffix) keeps whole-word merging.
+        _splitAtMetaspace = _prefix is null && _suffix is null && _charIds[Metaspace] >= 0 && merges.Count > 0;
+        foreach (var (a, b) in merges)
+        {
+            if (!_splitAtMetaspace) break;
+            if (b.Length > 0 && b[0] == Metaspace && (a.Length == 0 || a[^1] != Metaspace)) _splitAtMetaspace = false;
+        }
     }
 
     public int MaxId { get; }
@@ -137,14 +160,48 @@ internal sealed class BpeModel : ITokenModel
             output.Add(whole);
             return;
         }
+        if (!_splitAtMetaspace || word.Length <= 1)
+        {
+            TokenizeCached(word, output);
+            return;
+        }
+        // Cut before every ▁ that follows a non-▁ char: "▁the▁▁cat" → "▁the", "▁▁cat".
+        int start = 0;
+        while (true)
+        {
+            int cut = NextCut(word, start);
+            TokenizeCached(word[start..cut], output);
+            if (cut == word.Length) return;
+            start = cut;
+        }
+    }
+
+    /// <summary>End of the piece starting at <paramref name="start"/>: the next ▁ after a non-▁ char, or the end.</summary>
+    private static int NextCut(ReadOnlySpan<char> word, int start)
+    {
+        int i = start;
+        while (i < word.Length && word[i] == Metaspace) i++; // the piece's own leading ▁ run
+        while (i < word.Length)
+        {
+            int k = word[i..].IndexOf(Metaspace);
+            if (k < 0) return word.Length;
+            i += k;
+            if (word[i - 1] != Metaspace) return i;
+            i++;
+        }
+        return word.Length;
+    }
+
+    private void TokenizeCached(ReadOnlySpan<char> word, List<int> output)
+    {
         if (_cache.TryGet(word, out int[] cached))
         {
-            output.AddRange(cached);
+            output.AddRange(cached.AsSpan());
             return;
         }
         int[] ids = MergeWord(word);
         _cache.Add(word, ids);
-        output.AddRange(ids);
+        output.AddRange(ids.AsSpan());
     }
 
     private int[] MergeWord(ReadOnlySpan<char> word)

@@ -63,6 +63,21 @@ public sealed class HfVariantTests
         j["model"]!["byte_fallback"] = false;
     });
 
+    /// <summary>
+    /// We merge each "▁word" of a SentencePiece-style text on its own (and cache it), which is only exact while no merge
+    /// joins a symbol ending in a non-▁ char to one starting with ▁. A file with such a merge must still give HF's ids.
+    /// </summary>
+    [AssetFact]
+    public void Llama2_MergeAcrossWordMarker_EqualsHf() => AssertVariantEqualsHf(Llama2, j =>
+    {
+        var model = j["model"]!;
+        model["vocab"]!["s\u2581"] = 32000;
+        model["vocab"]!["e\u2581"] = 32001;
+        var merges = model["merges"]!.AsArray();
+        merges.Insert(0, "s \u2581");
+        merges.Insert(0, "e \u2581");
+    });
+
     [AssetFact]
     public void Qwen3_IgnoreMerges_EqualsHf() => AssertVariantEqualsHf(Qwen3, j => j["model"]!["ignore_merges"] = true);
 
