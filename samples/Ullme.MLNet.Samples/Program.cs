@@ -15,7 +15,7 @@ var commands = new Dictionary<string, (string Help, Func<string[], Task<int>> Ru
             a.Length > 4 ? a[4] : "Contrastive", a.Length > 5 ? double.Parse(a[5], System.Globalization.CultureInfo.InvariantCulture) : 1e-3))),
     ["sweep"] = ("sweep <model> <triplets.jsonl> <sts-dev.csv> <outDir> [trainRows] [devRows]   GrlTrainerSweep: strategy x temperature grid, STS-B dev Spearman, leaderboard + best.zip",
         a => Task.FromResult(SweepSample.Run(Arg(a, 0, "model"), Arg(a, 1, "triplets"), Arg(a, 2, "sts-dev"), Arg(a, 3, "outDir"),
-            a.Length > 4 ? int.Parse(a[4]) : 512, a.Length > 5 ? int.Parse(a[5]) : 500))),
+            a.Length > 4 ? int.Parse(a[4]) : 256, a.Length > 5 ? int.Parse(a[5]) : 300))),
     ["score-zip"] = ("score-zip <zip> <pairs.tsv> <out>  load a saved UllmeScore zip (mode Both) in this fresh process, score query<TAB>passage lines",
         a => Task.FromResult(ScoringSample.ScoreFromZip(Arg(a, 0, "zip"), Arg(a, 1, "pairs"), Arg(a, 2, "out")))),
     ["rerank-scifact"] = ("rerank-scifact [assetsFolder] [maxClaims]   SciFact reranking MAP / MRR@10: stories260K by representation, generation, mix; MiniLM by representation",

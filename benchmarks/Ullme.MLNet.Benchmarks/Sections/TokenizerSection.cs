@@ -45,16 +45,33 @@ public static class TokenizerSection
                 }
                 var to = Timing.Measure(() => { long n = 0; foreach (string t in texts) n += ours.Encode(t, true).Count; oursTokens = n; }, ctx.Budget, minRepeats: 2);
                 var th = Timing.Measure(() => { long n = 0; foreach (string t in texts) n += hf.Encode(t).Length; hfTokens = n; }, ctx.Budget, minRepeats: 2);
+                // The repeated passes above hit our per-word cache (HF has none to hit for whole-text "words"), which
+                // flatters us on a benchmark that re-encodes the same texts. The headline ratio is the first pass of
+                // fresh instances (loaded outside the timing; JIT already warm from the passes above): what a user
+                // embedding a corpus of unseen text gets.
+                var cold = new List<double>();
+                for (int r = 0; r < 3; r++)
+                {
+                    var fresh = TokenizerLoader.Load(json);
+                    var sw = System.Diagnostics.Stopwatch.StartNew();
+                    foreach (string t in texts) fresh.Encode(t, true);
+                    cold.Add(sw.Elapsed.TotalSeconds);
+                }
+                cold.Sort();
+                double coldSeconds = cold[cold.Count / 2];
                 ctx.Report.Add("Tokenizers (one thread, per-text calls)", $"{name}: ours", new()
                 {
-                    ["tokens/s"] = oursTokens / to.MedianSeconds, ["texts/s"] = texts.Count / to.MedianSeconds, ["texts differing from HF"] = mismatches,
+                    ["tokens/s"] = oursTokens / coldSeconds, ["texts/s"] = texts.Count / coldSeconds,
+                    ["tokens/s (warm word cache)"] = oursTokens / to.MedianSeconds, ["texts differing from HF"] = mismatches,
                 });
                 ctx.Report.Add("Tokenizers (one thread, per-text calls)", $"{name}: HF Rust (Tokenizers.DotNet)", new()
                 {
                     ["tokens/s"] = hfTokens / th.MedianSeconds, ["texts/s"] = texts.Count / th.MedianSeconds,
                 });
-                ctx.Report.AddRatio($"tokenizer {name}: ours / HF", (oursTokens / to.MedianSeconds) / (hfTokens / th.MedianSeconds),
-                    $"tokens/s on {texts.Count} texts", "regex pre-tokenisation + BPE merges (managed)");
+                ctx.Report.AddRatio($"tokenizer {name}: ours / HF", (oursTokens / coldSeconds) / (hfTokens / th.MedianSeconds),
+                    $"tokens/s on {texts.Count} unseen texts (fresh instance, cold word cache)", "regex pre-tokenisation + BPE merges (managed)");
+                ctx.Report.AddRatio($"tokenizer {name}: ours / HF, warm cache", (oursTokens / to.MedianSeconds) / (hfTokens / th.MedianSeconds),
+                    $"tokens/s re-encoding the same {texts.Count} texts", "per-word cache hits");
             }
         }
         finally
