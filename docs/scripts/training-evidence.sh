@@ -111,18 +111,21 @@ if has minilm; then
   # all-MiniLM-L6-v2 (the bundled default), contrastive only: 60 steps of 32 same-intent pairs, full fine-tuning.
   note "minilm base eval"
   "${CLI[@]}" eval -m default --tasks "classification:$WORK/data/banking77-heldout,clustering:$WORK/data/banking77-clustering" \
-    --data-dir "$WORK/data" --output "$WORK/eval/minilm-base" --model-name minilm-base 2>>"$LOG" | tee -a "$LOG"
+    --data-dir "$WORK/data" --output "$WORK/eval/minilm-base" --model-name minilm-base --threads "$THREADS" 2>>"$LOG" | tee -a "$LOG"
   note "minilm train"
   "${CLI[@]}" train -m default --data "$WORK/data/banking77-pairs.jsonl" --strategy contrastive --full --lr 5e-5 \
     --steps 60 --batch-size 32 --seed 42 --threads "$THREADS" --output "$WORK/runs/minilm-banking77" --overwrite 2>>"$LOG" | tee -a "$LOG"
   note "minilm tuned eval"
   "${CLI[@]}" eval -m "$WORK/runs/minilm-banking77" --tasks "classification:$WORK/data/banking77-heldout,clustering:$WORK/data/banking77-clustering" \
-    --data-dir "$WORK/data" --output "$WORK/eval/minilm-tuned" --model-name minilm-tuned 2>>"$LOG" | tee -a "$LOG"
+    --data-dir "$WORK/data" --output "$WORK/eval/minilm-tuned" --model-name minilm-tuned --threads "$THREADS" 2>>"$LOG" | tee -a "$LOG"
 fi
 
 if has throughput; then
-  # Qwen2-0.5B-shaped random model, LoRA r 16, contrastive, batch 8 pairs x 128 tokens, 3 steps per memory setting.
+  # Qwen2-0.5B-shaped random model, LoRA r 16, contrastive, batch 8 pairs x 128 tokens, a few steps per memory
+  # setting. QWEN_DTYPE=float32 QWEN_STEPS=3 on a quiet machine for the float32 figures.
   QWEN="$WORK/qwen2-0.5b-random"
+  QWEN_DTYPE=${QWEN_DTYPE:-bfloat16}
+  QWEN_STEPS=${QWEN_STEPS:-2}
   [ -f "$QWEN/model.safetensors" ] || dotnet "$WORK/samples/Ullme.MLNet.Samples.dll" make-qwen2-random "$QWEN" "$SHARED"
   for mem in "plain" "gradcache --grad-cache-chunk 4" "checkpointing --gradient-checkpointing" \
              "both --grad-cache-chunk 4 --gradient-checkpointing"; do
@@ -130,7 +133,7 @@ if has throughput; then
     name=$1; shift
     note "qwen2-0.5b lora $name"
     "${CLI[@]}" train -m "$QWEN" --data "$WORK/data/long-pairs.jsonl" --strategy contrastive --lora-rank 16 \
-      --steps 3 --batch-size 8 --max-length 128 --checkpoint-every 0 --no-plot --seed 42 --threads "$THREADS" \
+      --steps "$QWEN_STEPS" --dtype "$QWEN_DTYPE" --batch-size 8 --max-length 128 --checkpoint-every 0 --no-plot --seed 42 --threads "$THREADS" \
       --output "$WORK/runs/qwen-$name" --overwrite "$@" 2>>"$LOG" | tee -a "$LOG"
   done
 fi

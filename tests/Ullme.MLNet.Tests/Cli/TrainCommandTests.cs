@@ -220,7 +220,8 @@ public sealed class TrainCommandTests : IDisposable
             "--threads", "1", "--no-plot",
         ];
 
-        var (code, err) = RunProcess(Args(PathOf("whole")));
+        // The uninterrupted reference runs in this process (same code, one thread: deterministic).
+        var (code, err) = Run(Args(PathOf("whole")));
         Assert.True(code == 0, err);
 
         // Start the same run and kill the process (SIGKILL, no chance to clean up) once its first checkpoint exists.
