@@ -122,18 +122,19 @@ fi
 
 if has throughput; then
   # Qwen2-0.5B-shaped random model, LoRA r 16, contrastive, batch 8 pairs x 128 tokens, a few steps per memory
-  # setting. QWEN_DTYPE=float32 QWEN_STEPS=3 on a quiet machine for the float32 figures.
+  # setting (float32: a bfloat16 LoRA step did not finish in 12 minutes on this CPU, see docs/training.md).
   QWEN="$WORK/qwen2-0.5b-random"
-  QWEN_DTYPE=${QWEN_DTYPE:-bfloat16}
+  QWEN_DTYPE=${QWEN_DTYPE:-float32}
   QWEN_STEPS=${QWEN_STEPS:-2}
   [ -f "$QWEN/model.safetensors" ] || dotnet "$WORK/samples/Ullme.MLNet.Samples.dll" make-qwen2-random "$QWEN" "$SHARED"
+  QWEN_THREADS=${QWEN_THREADS:-2}
   for mem in "plain" "gradcache --grad-cache-chunk 4" "checkpointing --gradient-checkpointing" \
              "both --grad-cache-chunk 4 --gradient-checkpointing"; do
     set -- $mem
     name=$1; shift
     note "qwen2-0.5b lora $name"
     "${CLI[@]}" train -m "$QWEN" --data "$WORK/data/long-pairs.jsonl" --strategy contrastive --lora-rank 16 \
-      --steps "$QWEN_STEPS" --dtype "$QWEN_DTYPE" --batch-size 8 --max-length 128 --checkpoint-every 0 --no-plot --seed 42 --threads "$THREADS" \
+      --steps "$QWEN_STEPS" --dtype "$QWEN_DTYPE" --batch-size 8 --max-length 128 --checkpoint-every 0 --no-plot --seed 42 --threads "$QWEN_THREADS" \
       --output "$WORK/runs/qwen-$name" --overwrite "$@" 2>>"$LOG" | tee -a "$LOG"
   done
 fi
