@@ -13,5 +13,6 @@ internal static class CommandRegistry
         yield return TokenizeCommand.Create();
         yield return InfoCommand.Create();
         yield return EvalCommand.Create();
+        yield return TrainCommand.Create();
     }
 }

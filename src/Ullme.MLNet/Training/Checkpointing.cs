@@ -66,6 +66,8 @@ public static class TrainingCheckpoint
         WriteIndented = true,
         Converters = { new JsonStringEnumConverter() },
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        // The last step's losses may be NaN/∞ (a skipped step); they must not make the checkpoint unwritable.
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
     /// <summary>

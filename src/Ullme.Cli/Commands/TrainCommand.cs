@@ -1,0 +1,429 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using Spectre.Console;
+using Ullme.Cli.Training;
+using Ullme.MLNet;
+using Ullme.MLNet.Evaluation.Datasets;
+using Ullme.MLNet.Evaluation.Metrics;
+using Ullme.MLNet.Inference;
+using Ullme.MLNet.Modeling;
+using Ullme.MLNet.Pooling;
+using Ullme.MLNet.Training;
+using Ullme.MLNet.Training.Lora;
+using Ullme.MLNet.Training.Losses;
+using Ullme.MLNet.Training.Optimization;
+
+namespace Ullme.Cli.Commands;
+
+/// <summary>
+/// <c>ullme train</c>: fine-tunes a model on JSONL triplets with one of the grl-spec objectives (contrastive,
+/// contrastive + LM, contrastive + DPO, GRL) through <see cref="UllmeFineTuner"/>, and writes a ready-to-use model
+/// folder (LoRA merged; Hugging Face + sentence-transformers layout) with <c>losses.csv</c>, <c>losses.png</c> and
+/// <c>training.json</c>. Checkpoints every N steps make a killed run resumable with <c>--resume</c>;
+/// <c>--eval-sts</c> reports STS Spearman before and after.
+/// </summary>
+internal static class TrainCommand
+{
+    private static readonly JsonSerializerOptions OptionsJson = new()
+    {
+        WriteIndented = true,
+        Converters = { new JsonStringEnumConverter() },
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var data = new Option<string>("--data") { Description = "Training data, JSONL: {\"query\", \"positive\", \"negatives\": [...], \"instruction\"?} a line.", Required = true };
+        var strategy = new Option<string>("--strategy") { Description = "contrastive | contrastive-lm | dpo | grl | auto (grl when the model has a language-model head, else contrastive).", DefaultValueFactory = _ => "auto" };
+        var output = new Option<string>("--output", "-o") { Description = "Output folder: the tuned model, losses.csv, losses.png, training.json (and checkpoints/).", Required = true };
+        var steps = new Option<int?>("--steps") { Description = "Optimizer steps to run (exclusive with --epochs)." };
+        var epochs = new Option<int?>("--epochs") { Description = "Passes over the data (exclusive with --steps; default 1)." };
+        var batchSize = new Option<int>("--batch-size") { Description = "Examples (query + positive + negatives) per step.", DefaultValueFactory = _ => 32 };
+        var gradAccum = new Option<int>("--grad-accum") { Description = "Micro-batches of --batch-size accumulated per optimizer step.", DefaultValueFactory = _ => 1 };
+        var gradCache = new Option<int?>("--grad-cache-chunk") { Description = "GradCache: embed N texts at a time (memory of N texts, gradients of the whole batch)." };
+        var generationChunk = new Option<int?>("--generation-chunk") { Description = "Causal sequences per forward pass of the generation terms (default: the whole batch)." };
+        var gradientCheckpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute each decoder layer in the backward instead of storing its activations." };
+        var full = new Option<bool>("--full") { Description = "Full fine-tuning (every weight) instead of LoRA adapters." };
+        var loraRank = new Option<int?>("--lora-rank") { Description = "LoRA rank r (default 16)." };
+        var loraAlpha = new Option<double?>("--lora-alpha") { Description = "LoRA α (default 2 × rank)." };
+        var loraDropout = new Option<double?>("--lora-dropout") { Description = "Dropout on the adapter input (default 0.1)." };
+        var loraTargets = new Option<string?>("--lora-targets") { Description = "Comma-separated module names to adapt, e.g. q_proj,v_proj (default: every linear layer but lm_head)." };
+        var lr = new Option<double>("--lr") { Description = "Peak learning rate (AdamW). 1e-4 suits LoRA on 0.5–7B models; tiny models fully tuned want ~1e-3.", DefaultValueFactory = _ => 1e-4 };
+        var warmup = new Option<int?>("--warmup") { Description = "Warm-up steps (default min(10% of steps, 500))." };
+        var decay = new Option<string>("--decay") { Description = "cosine | linear | constant after warm-up.", DefaultValueFactory = _ => "cosine" };
+        var weightDecay = new Option<double>("--weight-decay") { Description = "AdamW decoupled weight decay.", DefaultValueFactory = _ => 0 };
+        var maxGradNorm = new Option<double?>("--max-grad-norm") { Description = "Clip the global gradient norm (default: no clipping)." };
+        var temperature = new Option<double>("--temperature") { Description = "InfoNCE temperature τ.", DefaultValueFactory = _ => 0.05 };
+        var beta = new Option<double>("--beta") { Description = "Preference-loss β.", DefaultValueFactory = _ => 0.1 };
+        var preferenceLoss = new Option<string>("--preference-loss") { Description = "sigmoid (DPO) | ipo | hinge | kto-pair.", DefaultValueFactory = _ => "sigmoid" };
+        var referenceFree = new Option<bool>("--reference-free") { Description = "Preference loss without a reference model (log π_ref ≡ 0)." };
+        var generationTemperature = new Option<double>("--generation-temperature") { Description = "GRL τ_gen.", DefaultValueFactory = _ => 1.0 };
+        var lambdaCl = new Option<double?>("--lambda-cl") { Description = "Weight of the contrastive loss (overrides the strategy's)." };
+        var lambdaLm = new Option<double?>("--lambda-lm") { Description = "Weight of the LM loss (overrides the strategy's)." };
+        var lambdaPref = new Option<double?>("--lambda-pref") { Description = "Weight of the preference loss (overrides the strategy's)." };
+        var lambdaKl = new Option<double?>("--lambda-kl") { Description = "Weight of the GRL consistency loss (overrides the strategy's)." };
+        var generationPrompt = new Option<string?>("--generation-prompt") { Description = "Prompt a candidate is generated after; {query} and {instruction} placeholders (default \"{instruction}\\nQuery: {query}\\nPassage: \")." };
+        var attention = new Option<string?>("--attention") { Description = "Embedding attention: bidirectional | causal (default: the model's). Generation terms are always causal." };
+        var pooling = new Option<string?>("--pooling") { Description = "mean | weighted-mean | last-token | first-token (default: the model's)." };
+        var maxLength = new Option<int?>("--max-length") { Description = "Max tokens per embedded text (default: the model's)." };
+        var maxGenerationLength = new Option<int?>("--max-generation-length") { Description = "Max tokens of prompt + candidate (default: no cap)." };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Write a checkpoint every N steps (0 = only at the end).", DefaultValueFactory = _ => 50 };
+        var checkpointDir = new Option<string?>("--checkpoint-dir") { Description = "Checkpoint folder (default <output>/checkpoints)." };
+        var keepCheckpoints = new Option<int>("--keep-checkpoints") { Description = "Newest checkpoints kept.", DefaultValueFactory = _ => 2 };
+        var resume = new Option<bool>("--resume") { Description = "Continue from the newest checkpoint (same command otherwise)." };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace a non-empty output folder and delete earlier checkpoints." };
+        var seed = new Option<int>("--seed") { Description = "Seed for data order, adapter init and dropout.", DefaultValueFactory = _ => 42 };
+        var evalSts = new Option<string?>("--eval-sts") { Description = "STS file (STS-B sts-dev.csv, or a table with sentence1, sentence2, score): print Spearman before/after training." };
+        var noPlot = new Option<bool>("--no-plot") { Description = "Do not write losses.png." };
+        var dtype = CommonOptions.DType();
+        var device = CommonOptions.Device();
+        var threads = CommonOptions.Threads();
+
+        var command = new Command("train", "Fine-tune an embedding model (contrastive, contrastive-lm, dpo or grl) and write the tuned model.")
+        {
+            model, data, strategy, output, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
+            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, beta, preferenceLoss,
+            referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
+            maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, noPlot, dtype, device, threads,
+        };
+        command.SetAction((parse, cancellationToken) =>
+        {
+            if (parse.GetValue(steps) is not null && parse.GetValue(epochs) is not null)
+                throw new UllmeException("--steps and --epochs are mutually exclusive: give one of them.");
+            Positive(parse.GetValue(steps), "--steps");
+            Positive(parse.GetValue(epochs), "--epochs");
+            Positive(parse.GetValue(batchSize), "--batch-size");
+            Positive(parse.GetValue(gradAccum), "--grad-accum");
+            Positive(parse.GetValue(gradCache), "--grad-cache-chunk");
+            Positive(parse.GetValue(generationChunk), "--generation-chunk");
+            Positive(parse.GetValue(maxLength), "--max-length");
+            Positive(parse.GetValue(keepCheckpoints), "--keep-checkpoints");
+            if (parse.GetValue(checkpointEvery) < 0) throw new UllmeException($"--checkpoint-every must be 0 or more, got {parse.GetValue(checkpointEvery)}.");
+            bool isFull = parse.GetValue(full);
+            if (isFull && (parse.GetValue(loraRank) is not null || parse.GetValue(loraAlpha) is not null || parse.GetValue(loraDropout) is not null || parse.GetValue(loraTargets) is not null))
+                throw new UllmeException("--full trains every weight; it cannot be combined with --lora-rank/--lora-alpha/--lora-dropout/--lora-targets.");
+            Positive(parse.GetValue(loraRank), "--lora-rank");
+
+            var settings = new TrainSettings
+            {
+                Model = parse.GetValue(model)!,
+                Data = parse.GetValue(data)!,
+                Strategy = parse.GetValue(strategy)!,
+                Output = parse.GetValue(output)!,
+                CheckpointDir = parse.GetValue(checkpointDir),
+                Resume = parse.GetValue(resume),
+                Overwrite = parse.GetValue(overwrite),
+                EvalSts = parse.GetValue(evalSts),
+                Plot = !parse.GetValue(noPlot),
+                LoadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!),
+                Pooling = CommonOptions.Pooling(parse.GetValue(pooling)),
+                Attention = CommonOptions.Attention(parse.GetValue(attention)),
+                MaxLength = parse.GetValue(maxLength),
+                Lambdas = (parse.GetValue(lambdaCl), parse.GetValue(lambdaLm), parse.GetValue(lambdaPref), parse.GetValue(lambdaKl)),
+                Options = new FineTuneOptions
+                {
+                    Temperature = parse.GetValue(temperature),
+                    Beta = parse.GetValue(beta),
+                    PreferenceLoss = ParsePreferenceLoss(parse.GetValue(preferenceLoss)!),
+                    ReferenceFree = parse.GetValue(referenceFree),
+                    GenerationTemperature = parse.GetValue(generationTemperature),
+                    GenerationPrompt = parse.GetValue(generationPrompt) ?? new FineTuneOptions().GenerationPrompt,
+                    MaxGenerationLength = parse.GetValue(maxGenerationLength),
+                    BatchSize = parse.GetValue(batchSize),
+                    Epochs = parse.GetValue(epochs) ?? 1,
+                    MaxSteps = parse.GetValue(steps),
+                    AccumulationSteps = parse.GetValue(gradAccum),
+                    Optimizer = new AdamWSettings { LearningRate = parse.GetValue(lr), WeightDecay = parse.GetValue(weightDecay) },
+                    WarmupSteps = parse.GetValue(warmup),
+                    Decay = ParseDecay(parse.GetValue(decay)!),
+                    MaxGradientNorm = parse.GetValue(maxGradNorm),
+                    Lora = isFull ? null : LoraFrom(parse.GetValue(loraRank), parse.GetValue(loraAlpha), parse.GetValue(loraDropout), parse.GetValue(loraTargets)),
+                    GradCacheChunkSize = parse.GetValue(gradCache),
+                    GenerationChunkSize = parse.GetValue(generationChunk),
+                    GradientCheckpointing = parse.GetValue(gradientCheckpointing),
+                    Seed = parse.GetValue(seed),
+                    CheckpointEvery = parse.GetValue(checkpointEvery),
+                    KeepCheckpoints = parse.GetValue(keepCheckpoints),
+                    Resume = parse.GetValue(resume),
+                },
+            };
+            CommonOptions.ApplyThreads(parse.GetValue(threads));
+            return Task.FromResult(Run(settings, cancellationToken));
+        });
+        return command;
+    }
+
+    /// <summary>Everything parsed from the command line.</summary>
+    private sealed record TrainSettings
+    {
+        public required string Model { get; init; }
+        public required string Data { get; init; }
+        public required string Strategy { get; init; }
+        public required string Output { get; init; }
+        public string? CheckpointDir { get; init; }
+        public bool Resume { get; init; }
+        public bool Overwrite { get; init; }
+        public string? EvalSts { get; init; }
+        public bool Plot { get; init; }
+        public required ModelLoadOptions LoadOptions { get; init; }
+        public PoolingMode? Pooling { get; init; }
+        public AttentionMode? Attention { get; init; }
+        public int? MaxLength { get; init; }
+        public (double? Cl, double? Lm, double? Pref, double? Kl) Lambdas { get; init; }
+        public required FineTuneOptions Options { get; init; }
+    }
+
+    private static int Run(TrainSettings s, CancellationToken cancellationToken)
+    {
+        var err = CliConsole.Err;
+        string? loadStart = ProcessStats.LoadAverage();
+        // Read and check all inputs and folders before the (slow) model load.
+        var examples = TrainingData.LoadJsonl(s.Data);
+        var sts = s.EvalSts is null ? null : ReadSts(s.EvalSts);
+        var folders = RunFolders.Prepare(s.Output, s.CheckpointDir, s.Resume, s.Overwrite);
+
+        using var model = CliConsole.LoadModel(s.Model, s.LoadOptions);
+        var strategy = ResolveStrategy(s.Strategy, model);
+        var preset = LossWeights.For(strategy);
+        var weights = new LossWeights(s.Lambdas.Cl ?? preset.Contrastive, s.Lambdas.Lm ?? preset.LanguageModel,
+            s.Lambdas.Pref ?? preset.Preference, s.Lambdas.Kl ?? preset.Consistency);
+        var defaults = model.Defaults;
+        var options = s.Options with
+        {
+            Strategy = strategy,
+            Weights = weights == preset ? null : weights,
+            Pooling = s.Pooling ?? defaults.Pooling,
+            EmbeddingAttention = s.Attention ?? defaults.Attention,
+            MaxLength = s.MaxLength ?? defaults.MaxLength,
+            CheckpointDirectory = folders.Checkpoints,
+        };
+        var tuner = new UllmeFineTuner(model, options);    // validates every option against the model
+        var embedding = new EmbeddingOptions { Pooling = options.Pooling, Attention = options.EmbeddingAttention, MaxLength = options.MaxLength, BatchSize = 64 };
+        CliConsole.Note($"{model.ModelId}: {strategy} ({Describe(weights)}), {(options.Lora is null ? "full fine-tuning" : $"LoRA r {options.Lora.Rank} α {options.Lora.Alpha}")}, " +
+            $"{examples.Count} examples, batch {options.BatchSize}, lr {options.Optimizer.LearningRate:G3}, {Pooler.ToName(options.Pooling)} pooling, " +
+            $"{(options.EmbeddingAttention == AttentionMode.Causal ? "causal" : "bidirectional")} attention, max length {options.MaxLength}.");
+
+        double? stsBefore = sts is null ? null : Spearman(model, sts, embedding, "STS before training", cancellationToken);
+        if (stsBefore is double b) CliConsole.Note($"STS Spearman before training: {b:F4} ({Path.GetFileName(s.EvalSts)})");
+
+        var latest = s.Resume ? TrainingCheckpoint.FindLatest(folders.Checkpoints) : null;
+        var resumeState = latest is null ? null : TrainingCheckpoint.ReadState(latest);
+        if (s.Resume && latest is null) CliConsole.Warn($"--resume: no checkpoint in '{folders.Checkpoints}'; starting from the beginning.");
+        if (resumeState is not null) CliConsole.Note($"Resuming from step {resumeState.Step} ({latest}).");
+
+        FineTuneResult result;
+        using (var log = LossLog.Open(folders.Checkpoints, weights, resumeState?.Step))
+        {
+            long seenBefore = resumeState is null ? 0 : (long)resumeState.Epoch * examples.Count + resumeState.PositionInEpoch;
+            try
+            {
+                result = TrainWithProgress(tuner, examples, log, seenBefore, resumeState?.Step ?? 0, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new UllmeException($"Training interrupted; checkpoints are in '{folders.Checkpoints}'. Run the same command with --resume to continue.");
+            }
+            if (result.History.Count > 0 && result.History.All(h => !h.Applied))
+                throw new UllmeException($"Every training step was skipped ({result.History[0].Message}); no model was written. Check the data, lower --lr, or add --max-grad-norm.");
+            if (result.StepsSkipped > 0)
+                CliConsole.Warn($"{result.StepsSkipped} of {result.History.Count} steps were skipped for NaN/∞ (weights left unchanged for those steps); see losses.csv (applied = 0).");
+
+            double? stsAfter = sts is null ? null : Spearman(model, sts, embedding, "STS after training", cancellationToken);
+
+            string staging = folders.CreateStaging();
+            try
+            {
+                model.SaveFolder(staging, new EmbeddingDefaults(options.Pooling, options.EmbeddingAttention, defaults.Normalize, options.MaxLength));
+                File.Copy(log.Path, Path.Combine(staging, LossLog.FileName));
+                if (s.Plot && log.Rows.Count > 0)
+                    LossPlot.Save(Path.Combine(staging, LossPlot.FileName), log.Rows, $"{model.ModelId}: {strategy}");
+                var summary = Summary(s, model, examples.Count, options, result, log, stsBefore, stsAfter, folders, loadStart);
+                File.WriteAllText(Path.Combine(staging, RunFolders.SummaryFile), summary.ToJsonString(OptionsJson));
+                folders.Publish(staging);
+            }
+            catch
+            {
+                RunFolders.Discard(staging);
+                throw;
+            }
+
+            var last = log.Rows.LastOrDefault();
+            err.MarkupLine($"[green]done[/]: {result.StepsDone} steps" + (result.ResumedFromStep is int r ? $" (resumed from {r})" : "") +
+                $", final loss {Markup.Escape(result.FinalLosses?.ToString() ?? (last is null ? "-" : last.Total.ToString("F4", CultureInfo.InvariantCulture)))}" +
+                $", {result.ExamplesPerSecond:F1} samples/s" + (ProcessStats.PeakRssMiB() is double peak ? $", peak RSS {peak:F0} MiB" : "") + ".");
+            if (stsBefore is double sb && stsAfter is double sa)
+                Console.WriteLine($"STS Spearman ({Path.GetFileName(s.EvalSts)}): before {sb:F4}, after {sa:F4} ({sa - sb:+0.0000;-0.0000})");
+            CliConsole.Note($"wrote {folders.Output}");
+        }
+        return 0;
+    }
+
+    /// <summary>Runs training with a progress bar (interactive) or a line every ~5% of the steps (redirected).</summary>
+    private static FineTuneResult TrainWithProgress(UllmeFineTuner tuner, IReadOnlyList<TrainingExample> data, LossLog log, long seenBefore,
+        int resumedStep, CancellationToken cancellationToken)
+    {
+        var err = CliConsole.Err;
+        long prevSeen = seenBefore;
+        double prevElapsed = 0;
+        double offset = log.ElapsedOffset;
+        LossRow Record(TrainingProgress p)
+        {
+            double seconds = p.Elapsed.TotalSeconds;
+            double rate = (p.ExamplesSeen - prevSeen) / Math.Max(1e-9, seconds - prevElapsed);
+            prevSeen = p.ExamplesSeen;
+            prevElapsed = seconds;
+            var row = LossLog.FromProgress(p, rate, offset + seconds);
+            log.Append(row);
+            if (!p.Applied) Console.Error.WriteLine($"warning: step {p.Step} skipped: {p.Message ?? "non-finite loss"}");
+            return row;
+        }
+
+        if (!err.Profile.Capabilities.Interactive)
+        {
+            return tuner.Train(data, new SyncProgress<TrainingProgress>(p =>
+            {
+                var row = Record(p);
+                int every = Math.Max(1, p.TotalSteps / 20);
+                if (p.Step == resumedStep + 1 || p.Step % every == 0 || p.Step == p.TotalSteps)
+                    Console.Error.WriteLine($"step {p.Step}/{p.TotalSteps} epoch {p.Epoch} lr {p.LearningRate:G3} {p.Losses} ({row.SamplesPerSecond:F1} samples/s)");
+            }), cancellationToken);
+        }
+        FineTuneResult result = null!;
+        err.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
+                new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .Start(ctx =>
+            {
+                var bar = ctx.AddTask("preparing…", maxValue: 1);
+                result = tuner.Train(data, new SyncProgress<TrainingProgress>(p =>
+                {
+                    var row = Record(p);
+                    bar.MaxValue = p.TotalSteps;
+                    bar.Value = p.Step;
+                    bar.Description = Markup.Escape($"step {p.Step}/{p.TotalSteps} · {p.Losses} · {row.SamplesPerSecond:F1}/s");
+                }), cancellationToken);
+                bar.Value = bar.MaxValue;
+            });
+        return result;
+    }
+
+    /// <summary>Cosine Spearman of an STS file with the run's embedding settings.</summary>
+    private static double Spearman(UllmeModel model, List<StsPair> pairs, EmbeddingOptions options, string what, CancellationToken cancellationToken)
+    {
+        var texts = pairs.Select(p => p.Text1).Concat(pairs.Select(p => p.Text2)).ToList();
+        var engine = new EmbeddingEngine(model);
+        var vectors = CliConsole.WithProgress(what, texts.Count, progress => engine.Embed(texts, options, progress, cancellationToken));
+        var cos = PairedScores.Cosine(vectors.Take(pairs.Count).ToList(), vectors.Skip(pairs.Count).ToList());
+        return Correlation.Spearman(pairs.Select(p => p.Score).ToArray(), cos);
+    }
+
+    /// <summary>STS-B files (tab-separated, score in field 5, no header) or a table with sentence1/sentence2/score.</summary>
+    internal static List<StsPair> ReadSts(string path)
+    {
+        if (!File.Exists(path)) throw new UllmeException($"--eval-sts file '{path}' does not exist.");
+        string? first = File.ReadLines(path).FirstOrDefault(l => l.Trim().Length > 0);
+        if (first is not null && first.Split('\t').Length >= 7) return StsBenchmarkFormat.Read(path);
+        return TableFormat.ReadSts(path);
+    }
+
+    private static JsonObject Summary(TrainSettings s, UllmeModel model, int exampleCount, FineTuneOptions options, FineTuneResult result, LossLog log,
+        double? stsBefore, double? stsAfter, RunFolders folders, string? loadStart)
+    {
+        var w = options.EffectiveWeights;
+        var last = log.Rows.LastOrDefault();
+        var json = new JsonObject
+        {
+            ["model"] = s.Model,
+            ["model_id"] = model.ModelId,
+            ["data"] = Path.GetFullPath(s.Data),
+            ["examples"] = exampleCount,
+            ["strategy"] = options.Strategy.ToString(),
+            ["loss_weights"] = new JsonObject { ["contrastive"] = w.Contrastive, ["lm"] = w.LanguageModel, ["preference"] = w.Preference, ["kl"] = w.Consistency },
+            ["steps"] = result.StepsDone,
+            ["resumed_from_step"] = result.ResumedFromStep,
+            ["steps_skipped"] = log.Rows.Count(r => !r.Applied),
+            ["final_losses"] = last is null ? null : new JsonObject(LastLosses(last)),
+            ["samples_per_second"] = Math.Round(result.ExamplesPerSecond, 3),
+            ["train_seconds"] = Math.Round(result.Elapsed.TotalSeconds, 3),
+            ["peak_rss_mib"] = ProcessStats.PeakRssMiB() is double p ? Math.Round(p, 1) : null,
+            ["threads"] = TorchSharp.torch.get_num_threads(),
+            ["load_average_start"] = loadStart,
+            ["load_average_end"] = ProcessStats.LoadAverage(),
+            ["sts"] = s.EvalSts is null ? null : new JsonObject
+            {
+                ["file"] = Path.GetFullPath(s.EvalSts),
+                ["spearman_before"] = stsBefore is double b ? Math.Round(b, 6) : null,
+                ["spearman_after"] = stsAfter is double a ? Math.Round(a, 6) : null,
+            },
+            ["checkpoint"] = result.LastCheckpoint is null ? null
+                : folders.CheckpointsInsideOutput ? Path.Combine(RunFolders.CheckpointsFolder, Path.GetFileName(result.LastCheckpoint)) : result.LastCheckpoint,
+            ["dtype"] = model.ScalarType.ToString(),
+            ["device"] = model.LoadOptions.Device,
+            ["created_utc"] = DateTime.UtcNow.ToString("o", CultureInfo.InvariantCulture),
+            ["options"] = JsonSerializer.SerializeToNode(options with { CheckpointDirectory = null }, OptionsJson),
+        };
+        return json;
+    }
+
+    private static IEnumerable<KeyValuePair<string, JsonNode?>> LastLosses(LossRow r)
+    {
+        yield return new("total", r.Total);
+        if (r.Contrastive is double c) yield return new("contrastive", c);
+        if (r.LanguageModel is double l) yield return new("lm", l);
+        if (r.Preference is double p) yield return new("preference", p);
+        if (r.Consistency is double k) yield return new("kl", k);
+    }
+
+    private static string Describe(LossWeights w) =>
+        string.Create(CultureInfo.InvariantCulture, $"λ_cl {w.Contrastive}, λ_lm {w.LanguageModel}, λ_pref {w.Preference}, λ_kl {w.Consistency}");
+
+    private static TrainingStrategy ResolveStrategy(string value, UllmeModel model) => value.Trim().ToLowerInvariant() switch
+    {
+        "auto" => model.Backbone.HasLanguageModelHead ? TrainingStrategy.Grl : TrainingStrategy.Contrastive,
+        "contrastive" or "cl" => TrainingStrategy.Contrastive,
+        "contrastive-lm" or "contrastivelm" or "cl-lm" => TrainingStrategy.ContrastiveLm,
+        "dpo" => TrainingStrategy.Dpo,
+        "grl" => TrainingStrategy.Grl,
+        _ => throw new UllmeException($"--strategy '{value}' is not one of contrastive, contrastive-lm, dpo, grl, auto."),
+    };
+
+    private static PreferenceLossKind ParsePreferenceLoss(string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "sigmoid" or "dpo" => PreferenceLossKind.Sigmoid,
+        "ipo" => PreferenceLossKind.Ipo,
+        "hinge" => PreferenceLossKind.Hinge,
+        "kto-pair" or "kto" => PreferenceLossKind.KtoPair,
+        _ => throw new UllmeException($"--preference-loss '{value}' is not one of sigmoid, ipo, hinge, kto-pair."),
+    };
+
+    private static DecayKind ParseDecay(string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "cosine" => DecayKind.Cosine,
+        "linear" => DecayKind.Linear,
+        "constant" => DecayKind.Constant,
+        _ => throw new UllmeException($"--decay '{value}' is not one of cosine, linear, constant."),
+    };
+
+    private static LoraOptions LoraFrom(int? rank, double? alpha, double? dropout, string? targets)
+    {
+        var d = new LoraOptions();
+        int r = rank ?? d.Rank;
+        return d with
+        {
+            Rank = r,
+            Alpha = alpha ?? 2.0 * r,
+            Dropout = dropout ?? d.Dropout,
+            TargetModules = targets?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+        };
+    }
+
+    private static void Positive(int? value, string name)
+    {
+        if (value is <= 0) throw new UllmeException($"{name} must be positive, got {value}.");
+    }
+}

@@ -1,0 +1,108 @@
+using Ullme.MLNet;
+using Ullme.MLNet.Training;
+
+namespace Ullme.Cli.Training;
+
+/// <summary>
+/// The folders of one <c>ullme train</c> run and the rules that keep them consistent.
+/// <para>
+/// Checkpoints (and the running loss log) go to <c>&lt;output&gt;/checkpoints</c> unless <c>--checkpoint-dir</c> says
+/// otherwise. The finished output is never written in place: the model, <c>losses.csv</c>, <c>losses.png</c> and
+/// <c>training.json</c> are written into a hidden staging folder next to the output, which then replaces the output
+/// folder by renames (the checkpoints are carried over). A run that fails or is killed leaves either the previous
+/// output or none — never a half-written model.
+/// </para>
+/// </summary>
+internal sealed class RunFolders
+{
+    public const string CheckpointsFolder = "checkpoints";
+    public const string SummaryFile = "training.json";
+
+    private RunFolders(string output, string checkpoints, bool defaultCheckpoints)
+    {
+        Output = output;
+        Checkpoints = checkpoints;
+        CheckpointsInsideOutput = defaultCheckpoints;
+    }
+
+    /// <summary>The output folder (full path).</summary>
+    public string Output { get; }
+
+    /// <summary>The checkpoint folder (full path).</summary>
+    public string Checkpoints { get; }
+
+    /// <summary>Whether the checkpoints live in the output folder (the default).</summary>
+    public bool CheckpointsInsideOutput { get; }
+
+    /// <summary>
+    /// Resolves and checks the folders before any work: an output folder with content is only reused with
+    /// <paramref name="resume"/> (continue its run) or <paramref name="overwrite"/> (start over); checkpoints of an
+    /// earlier run are only ignored with <paramref name="overwrite"/>, which deletes them.
+    /// </summary>
+    public static RunFolders Prepare(string output, string? checkpointDir, bool resume, bool overwrite)
+    {
+        string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
+        if (File.Exists(full)) throw new UllmeException($"--output '{output}' is a file; give a folder.");
+        bool inside = checkpointDir is null;
+        string checkpoints = inside ? Path.Combine(full, CheckpointsFolder) : Path.TrimEndingDirectorySeparator(Path.GetFullPath(checkpointDir!));
+        if (Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any())
+        {
+            bool ours = File.Exists(Path.Combine(full, SummaryFile)) || Directory.Exists(Path.Combine(full, CheckpointsFolder));
+            if (!resume && !overwrite)
+                throw new UllmeException($"--output folder '{output}' is not empty. Pass --resume to continue the run it holds, or --overwrite to replace it.");
+            if (resume && !overwrite && !ours)
+                throw new UllmeException($"--output folder '{output}' is not empty and holds no ullme training run (no {SummaryFile}, no {CheckpointsFolder}/); choose another folder or pass --overwrite.");
+        }
+        if (!resume && TrainingCheckpoint.FindLatest(checkpoints) is not null)
+        {
+            if (!overwrite)
+                throw new UllmeException($"Checkpoint folder '{checkpoints}' holds checkpoints of an earlier run. Pass --resume to continue it, or --overwrite to start over (deletes them).");
+            foreach (var dir in Directory.GetDirectories(checkpoints, TrainingCheckpoint.FolderPrefix + "*"))
+                Directory.Delete(dir, recursive: true);
+        }
+        if (!resume && File.Exists(Path.Combine(checkpoints, LossLog.FileName)))
+            File.Delete(Path.Combine(checkpoints, LossLog.FileName));
+        return new RunFolders(full, checkpoints, inside);
+    }
+
+    /// <summary>A fresh, empty staging folder next to the output.</summary>
+    public string CreateStaging()
+    {
+        string staging = Sibling("staging");
+        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+        Directory.CreateDirectory(staging);
+        return staging;
+    }
+
+    /// <summary>Deletes a staging folder after a failure.</summary>
+    public static void Discard(string staging)
+    {
+        try { if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+
+    /// <summary>
+    /// Makes the complete <paramref name="staging"/> folder the output: the old output (if any) is renamed aside,
+    /// the staging folder renamed into place, the checkpoints moved over from the old output, and the old output
+    /// deleted.
+    /// </summary>
+    public void Publish(string staging)
+    {
+        string? replaced = null;
+        if (Directory.Exists(Output))
+        {
+            replaced = Sibling("replaced");
+            if (Directory.Exists(replaced)) Directory.Delete(replaced, recursive: true);
+            Directory.Move(Output, replaced);
+        }
+        Directory.Move(staging, Output);
+        if (replaced is null) return;
+        if (CheckpointsInsideOutput && Directory.Exists(Path.Combine(replaced, CheckpointsFolder)))
+            Directory.Move(Path.Combine(replaced, CheckpointsFolder), Checkpoints);
+        Directory.Delete(replaced, recursive: true);
+    }
+
+    private string Sibling(string what) =>
+        Path.Combine(Path.GetDirectoryName(Output)!, $".{Path.GetFileName(Output)}.{what}-{Environment.ProcessId}");
+}

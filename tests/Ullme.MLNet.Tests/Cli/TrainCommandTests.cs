@@ -1,0 +1,270 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Ullme.Cli;
+using Ullme.MLNet.Inference;
+using Ullme.MLNet.Tests.Infrastructure;
+using Ullme.MLNet.Training;
+using static TorchSharp.torch;
+
+namespace Ullme.MLNet.Tests.Cli;
+
+/// <summary>
+/// <c>ullme train</c> as a user runs it: the output folder (model, losses.csv, losses.png, training.json), flag
+/// checks, NaN steps, and recovery of a run killed for real (a child process killed with SIGKILL, then resumed).
+/// </summary>
+[Collection(TorchCollection.Name)]
+public sealed class TrainCommandTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("ullme-train-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private string PathOf(string name) => Path.Combine(_dir, name);
+
+    /// <summary>Runs the CLI in this process (with --threads 1 when given; torch's thread count is restored).</summary>
+    private static (int Code, string Err) Run(params string[] args)
+    {
+        var err = new StringWriter();
+        var saved = Console.Error;
+        int threads = get_num_threads();
+        Console.SetError(err);
+        try
+        {
+            return (UllmeCli.Run(args), err.ToString());
+        }
+        finally
+        {
+            Console.SetError(saved);
+            set_num_threads(threads);
+        }
+    }
+
+    /// <summary>The first <paramref name="count"/> SNLI triplets as a JSONL file.</summary>
+    private string SnliData(int count)
+    {
+        string path = PathOf($"snli-{count}.jsonl");
+        File.WriteAllLines(path, File.ReadLines(Assets.Path("data", "snli", "triplets.jsonl")).Take(count));
+        return path;
+    }
+
+    private static JsonElement Summary(string output) => JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "training.json"))).RootElement;
+
+    private static List<string[]> Csv(string path) => File.ReadAllLines(path).Select(l => l.Split(',')).ToList();
+
+    [AssetFact]
+    public void TrainWritesALoadableTunedModelWithLossesPlotAndSummary()
+    {
+        string sts = PathOf("sts.csv");
+        File.WriteAllLines(sts, File.ReadLines(Assets.Path("data", "stsbenchmark", "sts-dev.csv")).Take(20));
+        string output = PathOf("out");
+        var (code, err) = Run("train", "-m", Assets.Stories260K, "--data", SnliData(12), "--strategy", "contrastive-lm", "--output", output,
+            "--steps", "3", "--batch-size", "4", "--max-length", "48", "--lora-rank", "4", "--lr", "5e-3", "--attention", "causal",
+            "--pooling", "last-token", "--eval-sts", sts, "--threads", "1");
+        Assert.True(code == 0, err);
+
+        // The model folder loads, keeps the training's embedding settings, and embeds differently from the base.
+        using (var tuned = UllmeModel.Load(output))
+        using (var base_ = UllmeModel.Load(Assets.Stories260K))
+        {
+            Assert.Equal(MLNet.Modeling.AttentionMode.Causal, tuned.Defaults.Attention);
+            Assert.Equal(MLNet.Pooling.PoolingMode.LastToken, tuned.Defaults.Pooling);
+            Assert.Equal(48, tuned.Defaults.MaxLength);
+            var a = new EmbeddingEngine(tuned).Embed(["A man is playing a guitar."])[0];
+            var b = new EmbeddingEngine(base_).Embed(["A man is playing a guitar."], new EmbeddingOptions { Attention = MLNet.Modeling.AttentionMode.Causal, Pooling = MLNet.Pooling.PoolingMode.LastToken })[0];
+            Assert.True(a.Zip(b).Max(p => Math.Abs(p.First - p.Second)) > 1e-4, "training changed nothing");
+            Assert.DoesNotContain(tuned.Backbone.named_parameters(), p => p.name.Contains("lora", StringComparison.OrdinalIgnoreCase));
+        }
+
+        // losses.csv: one row per step with the trained terms only.
+        var csv = Csv(Path.Combine(output, "losses.csv"));
+        Assert.Equal(["step", "epoch", "lr", "total", "contrastive", "lm", "grad_norm", "applied", "samples_per_s", "elapsed_s"], csv[0]);
+        Assert.Equal(["1", "2", "3"], csv.Skip(1).Select(r => r[0]));
+        foreach (var row in csv.Skip(1))
+        {
+            double total = double.Parse(row[3], CultureInfo.InvariantCulture);
+            double sum = double.Parse(row[4], CultureInfo.InvariantCulture) + double.Parse(row[5], CultureInfo.InvariantCulture);
+            Assert.Equal(sum, total, 5);
+            Assert.True(double.Parse(row[8], CultureInfo.InvariantCulture) > 0);
+        }
+
+        var png = File.ReadAllBytes(Path.Combine(output, "losses.png"));
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png[..4]);
+
+        var summary = Summary(output);
+        Assert.Equal("ContrastiveLm", summary.GetProperty("strategy").GetString());
+        Assert.Equal(3, summary.GetProperty("steps").GetInt32());
+        Assert.Equal(double.Parse(csv[^1][3], CultureInfo.InvariantCulture), summary.GetProperty("final_losses").GetProperty("total").GetDouble(), 9);
+        double before = summary.GetProperty("sts").GetProperty("spearman_before").GetDouble();
+        double after = summary.GetProperty("sts").GetProperty("spearman_after").GetDouble();
+        Assert.InRange(before, -1, 1);
+        Assert.NotEqual(before, after);
+        Assert.True(summary.GetProperty("peak_rss_mib").GetDouble() > 0);
+        // Nothing half-written or temporary is left next to the output.
+        Assert.Equal(["out", "snli-12.jsonl", "sts.csv"], Directory.GetFileSystemEntries(_dir).Select(p => Path.GetFileName(p)!).Order().ToArray());
+    }
+
+    [Fact]
+    public void StepsAndEpochsAreMutuallyExclusive()
+    {
+        var (code, err) = Run("train", "--data", PathOf("d.jsonl"), "--output", PathOf("o"), "--steps", "3", "--epochs", "1");
+        Assert.Equal(1, code);
+        Assert.Contains("--steps and --epochs", err);
+        Assert.False(Directory.Exists(PathOf("o")));
+    }
+
+    [Fact]
+    public void BadTrainingDataIsOneLineNamingFileAndLine()
+    {
+        File.WriteAllLines(PathOf("d.jsonl"), ["{\"query\": \"a\", \"positive\": \"b\"}", "{\"query\": \"a\"}"]);
+        var (code, err) = Run("train", "--data", PathOf("d.jsonl"), "--output", PathOf("o"));
+        Assert.Equal(1, code);
+        Assert.Contains("d.jsonl' line 2", err);
+        Assert.Contains("positive", err);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.False(Directory.Exists(PathOf("o")));
+    }
+
+    [Fact]
+    public void ANonEmptyOutputFolderIsOnlyReplacedOnRequest()
+    {
+        File.WriteAllLines(PathOf("d.jsonl"), ["{\"query\": \"a\", \"positive\": \"b\"}"]);
+        Directory.CreateDirectory(PathOf("o"));
+        File.WriteAllText(PathOf("o/notes.txt"), "mine");
+        var (code, err) = Run("train", "--data", PathOf("d.jsonl"), "--output", PathOf("o"));
+        Assert.Equal(1, code);
+        Assert.Contains("--overwrite", err);
+        (code, err) = Run("train", "--data", PathOf("d.jsonl"), "--output", PathOf("o"), "--resume");
+        Assert.Equal(1, code);
+        Assert.Contains("holds no ullme training run", err);
+        Assert.Equal("mine", File.ReadAllText(PathOf("o/notes.txt")));
+    }
+
+    [AssetFact]
+    public void ANonFiniteLossSkipsItsStepWithAWarningAndAllSkippedStepsWriteNoModel()
+    {
+        // A copy of stories260K whose embedding row of one token is NaN: every text holding that token embeds to NaN.
+        string poisoned = PathOf("poisoned");
+        const string bad = "Xylophones quizzically vex jumpy zebras.";
+        const string good = "A man is walking.";
+        using (var model = UllmeModel.Load(Assets.Stories260K))
+        {
+            var goodIds = model.Tokenizer.Encode(good + " " + "A man walks.", addSpecialTokens: false).ToHashSet();
+            int token = model.Tokenizer.Encode(bad, addSpecialTokens: false).First(t => !goodIds.Contains(t));
+            using (no_grad())
+            {
+                var embed = model.Backbone.named_parameters().First(p => p.name.EndsWith("embed_tokens.weight", StringComparison.Ordinal)).parameter;
+                embed[token].fill_(double.NaN);
+            }
+            model.SaveFolder(poisoned);
+        }
+        File.WriteAllLines(PathOf("d.jsonl"), [
+            $"{{\"query\": \"{bad}\", \"positive\": \"A quiet xylophone.\"}}",
+            $"{{\"query\": \"{good}\", \"positive\": \"A man walks.\"}}",
+        ]);
+        string output = PathOf("out");
+        var (code, err) = Run("train", "-m", poisoned, "--data", PathOf("d.jsonl"), "--strategy", "contrastive", "--full", "--lr", "1e-2",
+            "--steps", "2", "--batch-size", "1", "--output", output, "--no-plot", "--threads", "1");
+        Assert.True(code == 0, err);
+        Assert.Contains("skipped", err);
+        Assert.Contains("NaN", err);
+        Assert.Equal(1, Summary(output).GetProperty("steps_skipped").GetInt32());
+        var rows = Csv(Path.Combine(output, "losses.csv")).Skip(1).ToList();
+        Assert.Single(rows, r => r[^3] == "0" && r[3] == "NaN");
+        Assert.Single(rows, r => r[^3] == "1" && double.IsFinite(double.Parse(r[3], CultureInfo.InvariantCulture)));
+        // The step that did apply left finite weights everywhere but the poisoned row's own token.
+        using (var tuned = UllmeModel.Load(output))
+            Assert.All(tuned.Backbone.named_parameters().Where(p => !p.name.Contains("embed_tokens") && !p.name.Contains("lm_head")),
+                p => Assert.False(p.parameter.isnan().any().item<bool>(), p.name));
+
+        // Only poisoned examples: every step is skipped, the run fails and writes no model.
+        File.WriteAllLines(PathOf("bad.jsonl"), [$"{{\"query\": \"{bad}\", \"positive\": \"A quiet xylophone.\"}}"]);
+        (code, err) = Run("train", "-m", poisoned, "--data", PathOf("bad.jsonl"), "--strategy", "contrastive", "--full", "--steps", "2",
+            "--batch-size", "1", "--output", PathOf("out2"), "--no-plot", "--threads", "1");
+        Assert.Equal(1, code);
+        Assert.Contains("Every training step was skipped", err);
+        Assert.False(File.Exists(PathOf("out2/model.safetensors")));
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // A real kill.
+    // ------------------------------------------------------------------------------------------------------------
+
+    private static Process Start(string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet", [typeof(UllmeCli).Assembly.Location, .. args])
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        };
+        return Process.Start(psi)!;
+    }
+
+    private static (int Code, string Err) RunProcess(string[] args)
+    {
+        using var p = Start(args);
+        var err = p.StandardError.ReadToEndAsync();
+        p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, err.Result);
+    }
+
+    [AssetFact]
+    public void ARunKilledMidwayResumesToTheSameLossesAsAnUninterruptedRun()
+    {
+        string data = SnliData(32);
+        string[] Args(string output) =>
+        [
+            "train", "-m", Assets.Stories260K, "--data", data, "--strategy", "grl", "--output", output, "--steps", "8", "--batch-size", "4",
+            "--max-length", "32", "--lora-rank", "4", "--lora-dropout", "0.1", "--lr", "5e-3", "--seed", "3", "--checkpoint-every", "1",
+            "--threads", "1", "--no-plot",
+        ];
+
+        // The uninterrupted reference runs in this process (same code, one thread: deterministic).
+        var (code, err) = Run(Args(PathOf("whole")));
+        Assert.True(code == 0, err);
+
+        // Start the same run and kill the process (SIGKILL, no chance to clean up) once its first checkpoint exists.
+        string killed = PathOf("killed");
+        string checkpoints = Path.Combine(killed, "checkpoints");
+        using (var p = Start(Args(killed)))
+        {
+            _ = p.StandardError.ReadToEndAsync();
+            _ = p.StandardOutput.ReadToEndAsync();
+            while (!p.HasExited && !(Directory.Exists(checkpoints) && Directory.GetDirectories(checkpoints, "checkpoint-*").Any(d => !d.Contains(".tmp-"))))
+                Thread.Sleep(10);
+            Assert.False(p.HasExited, "the run finished before it could be killed");
+            p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+        }
+        Assert.False(File.Exists(Path.Combine(killed, "training.json")));
+        Assert.False(File.Exists(Path.Combine(killed, "model.safetensors")));
+
+        (code, err) = RunProcess([.. Args(killed), "--resume"]);
+        Assert.True(code == 0, err);
+        var resumed = Summary(killed);
+        int from = resumed.GetProperty("resumed_from_step").GetInt32();
+        Assert.InRange(from, 1, 7);
+
+        // Every step's losses, those logged before the kill and those after the resume, match the uninterrupted run.
+        var whole = Csv(PathOf("whole/losses.csv"));
+        var again = Csv(Path.Combine(killed, "losses.csv"));
+        Assert.Equal(whole[0], again[0]);
+        Assert.Equal(9, again.Count);
+        for (int i = 1; i < whole.Count; i++)
+            for (int c = 0; c < 8; c++)   // step, epoch, lr, total, contrastive, preference, kl, grad_norm
+                Assert.Equal(double.Parse(whole[i][c], CultureInfo.InvariantCulture), double.Parse(again[i][c], CultureInfo.InvariantCulture), 5);
+        Assert.Equal(Summary(PathOf("whole")).GetProperty("final_losses").GetProperty("total").GetDouble(),
+            resumed.GetProperty("final_losses").GetProperty("total").GetDouble(), 6);
+
+        // And the exported models embed identically.
+        using var a = UllmeModel.Load(PathOf("whole"));
+        using var b = UllmeModel.Load(killed);
+        var texts = new[] { "A dog runs in the park.", "Two women are talking." };
+        var ea = new EmbeddingEngine(a).Embed(texts);
+        var eb = new EmbeddingEngine(b).Embed(texts);
+        for (int i = 0; i < texts.Length; i++)
+            for (int j = 0; j < ea[i].Length; j++)
+                Assert.Equal(ea[i][j], eb[i][j], 5);
+    }
+}
