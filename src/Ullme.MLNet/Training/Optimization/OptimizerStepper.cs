@@ -140,6 +140,10 @@ public sealed class OptimizerStepper : IDisposable
     /// moved by Adam's momentum on a zero gradient).</summary>
     public void ZeroGradients()
     {
+        // Every `p.grad` read returns a new managed handle to the native gradient. Read outside a dispose scope, that
+        // handle keeps the whole gradient alive until the GC happens to finalise it (about one model's worth of
+        // memory per step); the scope releases the handles, so the gradients are freed here.
+        using var scope = NewDisposeScope();
         foreach (var (_, p) in _trainable)
             if (p.grad is not null) p.grad = null;
     }
