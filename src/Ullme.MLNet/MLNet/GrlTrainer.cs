@@ -39,9 +39,7 @@ public sealed class GrlTrainer : IEstimator<UllmeEmbeddingTransformer>
         _host = env.Register(nameof(GrlTrainer));
         _options = options.Clone();
         _options.Validate(modelIsLoaded: model is not null);
-        _baseModel = model is not null
-            ? new Lazy<UllmeModel>(model)
-            : new Lazy<UllmeModel>(() => ModelLoading.Load(_env, _options.DType, _options.Device, _options.Model, "UllmeGrlTrainer"), LazyThreadSafetyMode.ExecutionAndPublication);
+        _baseModel = ModelLoading.Deferred(model, () => ModelLoading.Load(_env, _options.DType, _options.Device, _options.Model, "UllmeGrlTrainer"));
     }
 
     /// <summary>A copy of the settings.</summary>

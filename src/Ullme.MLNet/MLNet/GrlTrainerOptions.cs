@@ -11,7 +11,7 @@ namespace Ullme.MLNet.Transforms;
 /// returned transformer embeds (its input/output columns and batch size; pooling, attention and max length are the
 /// ones the model was trained with).
 /// </summary>
-public sealed class GrlTrainerOptions
+public sealed class GrlTrainerOptions : IModelOptions<GrlTrainerOptions>
 {
     // --- model ---
     /// <summary>The base model: a Hugging Face folder or <c>"default"</c> (all-MiniLM-L6-v2). Ignored when the

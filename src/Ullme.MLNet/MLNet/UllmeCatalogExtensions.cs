@@ -54,9 +54,7 @@ public static class UllmeCatalogExtensions
     /// <summary>Embeds with every setting given by <paramref name="options"/> (validated now).</summary>
     public static UllmeEmbeddingEstimator UllmeEmbed(this TransformsCatalog catalog, UllmeEmbeddingOptions options)
     {
-        ArgumentNullException.ThrowIfNull(catalog);
-        ArgumentNullException.ThrowIfNull(options);
-        return new UllmeEmbeddingEstimator(MLNetInterop.GetEnvironment(catalog), options);
+        return new UllmeEmbeddingEstimator(ModelArgument.EnvironmentFor(catalog, options), options);
     }
 
     /// <summary>Embeds with an already loaded (e.g. fine-tuned) model. It is not disposed by the transform; saving the
@@ -65,15 +63,10 @@ public static class UllmeCatalogExtensions
     public static UllmeEmbeddingEstimator UllmeEmbed(this TransformsCatalog catalog, UllmeModel model,
         string outputColumnName = "Features", string inputColumnName = "Text", UllmeEmbeddingOptions? options = null)
     {
-        ArgumentNullException.ThrowIfNull(catalog);
-        ArgumentNullException.ThrowIfNull(model);
-        var o = options?.Clone() ?? new UllmeEmbeddingOptions();
+        var (env, o) = ModelArgument.Bind(catalog, model, options);
         o.OutputColumnName = outputColumnName;
         o.InputColumnName = inputColumnName;
-        o.Model = model.SourceFolder;
-        o.DType = model.LoadOptions.DType;
-        o.Device = model.LoadOptions.Device;
-        return new UllmeEmbeddingEstimator(MLNetInterop.GetEnvironment(catalog), o, model);
+        return new UllmeEmbeddingEstimator(env, o, model);
     }
 }
 
@@ -119,21 +112,14 @@ public static class UllmeScoreCatalogExtensions
     /// <summary>Scores with every setting given by <paramref name="options"/> (validated now).</summary>
     public static UllmeScoreEstimator UllmeScore(this TransformsCatalog catalog, UllmeScoreOptions options)
     {
-        ArgumentNullException.ThrowIfNull(catalog);
-        ArgumentNullException.ThrowIfNull(options);
-        return new UllmeScoreEstimator(MLNetInterop.GetEnvironment(catalog), options);
+        return new UllmeScoreEstimator(ModelArgument.EnvironmentFor(catalog, options), options);
     }
 
     /// <summary>Scores with an already loaded (e.g. fine-tuned) model; not disposed by the transform, saved with its
     /// current weights. Model, DType and Device of <paramref name="options"/> are ignored.</summary>
     public static UllmeScoreEstimator UllmeScore(this TransformsCatalog catalog, UllmeModel model, UllmeScoreOptions? options = null)
     {
-        ArgumentNullException.ThrowIfNull(catalog);
-        ArgumentNullException.ThrowIfNull(model);
-        var o = options?.Clone() ?? new UllmeScoreOptions();
-        o.Model = model.SourceFolder;
-        o.DType = model.LoadOptions.DType;
-        o.Device = model.LoadOptions.Device;
-        return new UllmeScoreEstimator(MLNetInterop.GetEnvironment(catalog), o, model);
+        var (env, o) = ModelArgument.Bind(catalog, model, options);
+        return new UllmeScoreEstimator(env, o, model);
     }
 }

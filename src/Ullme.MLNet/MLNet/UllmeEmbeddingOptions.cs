@@ -10,7 +10,7 @@ namespace Ullme.MLNet.Transforms;
 /// and which columns are read and written. Everything is validated by <see cref="Validate"/> before any model is
 /// loaded, with errors naming the offending option. Null members take the model's own defaults.
 /// </summary>
-public sealed class UllmeEmbeddingOptions
+public sealed class UllmeEmbeddingOptions : IModelOptions<UllmeEmbeddingOptions>
 {
     /// <summary>A Hugging Face model folder (config.json, safetensors, tokenizer files) or <c>"default"</c> for the
     /// bundled all-MiniLM-L6-v2.</summary>

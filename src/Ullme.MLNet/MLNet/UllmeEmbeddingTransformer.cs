@@ -11,7 +11,7 @@ namespace Ullme.MLNet.Transforms;
 /// The fitted embedding transform: appends a <c>Vector&lt;Single, D&gt;</c> column holding the embedding of a text
 /// column, computed by the shared <see cref="EmbeddingEngine"/>.
 ///
-/// Execution is lazy and streaming: <see cref="Transform"/> returns a view whose cursors read a window of rows
+/// Execution is lazy and streaming: <see cref="UllmeTextTransformer.Transform"/> returns a view whose cursors read a window of rows
 /// ahead from the input cursor, embed the window in one engine call (the engine sorts it by length and batches it, so
 /// activation memory is bounded by <see cref="UllmeEmbeddingOptions.BatchSize"/>), and hand rows out in input order.
 /// Cursors that do not ask for the output column pass rows through without embedding anything.
@@ -21,33 +21,24 @@ namespace Ullme.MLNet.Transforms;
 /// transformer it was created from when the engine is disposed, which would pull the model from under every other
 /// engine sharing it. The model's tensors are freed when the transformer (and its estimator) become unreachable.</para>
 /// </summary>
-public sealed class UllmeEmbeddingTransformer : ITransformer, ITextWindowMapper, IPackagedTransformer
+public sealed class UllmeEmbeddingTransformer : UllmeTextTransformer
 {
-    private readonly IHost _host;
+    /// <summary>The catalog method's name: channel name and prefix of error messages.</summary>
+    internal const string Name = "UllmeEmbed";
+
     private readonly UllmeEmbeddingOptions _options;
     private readonly EmbeddingOptions _embeddingOptions;
-    private readonly EmbeddingEngine _engine;
-    private TemporaryFolder? _temporaryFolder;
     private long _rowsEmbedded;
     private long _engineCalls;
 
     internal UllmeEmbeddingTransformer(IHostEnvironment env, UllmeEmbeddingOptions options, UllmeModel model, string? modelId = null)
+        : base(env, Name, model, modelId)
     {
-        ArgumentNullException.ThrowIfNull(env);
-        _host = env.Register(nameof(UllmeEmbeddingTransformer));
         _options = options.Clone();
         _options.Validate(modelIsLoaded: true);
         _embeddingOptions = _options.ToEmbeddingOptions();
-        _engine = new EmbeddingEngine(model, new ChannelLogger(_host, "UllmeEmbed"));
-        ModelId = modelId ?? model.ModelId;
         EmbeddingDimension = model.EmbeddingDimension;
     }
-
-    /// <summary>The loaded model (shared with the estimator that produced this transformer).</summary>
-    public UllmeModel Model => _engine.Model;
-
-    /// <summary>The model's name (folder name or Hugging Face id), kept across save and load.</summary>
-    public string ModelId { get; }
 
     /// <summary>D, the size of the output vector.</summary>
     public int EmbeddingDimension { get; }
@@ -70,11 +61,8 @@ public sealed class UllmeEmbeddingTransformer : ITransformer, ITextWindowMapper,
         o.OutputColumnName = outputColumnName;
         o.InputColumnName = inputColumnName;
         (o.Pooling, o.Attention, o.MaxLength) = (d.Pooling, d.Attention, d.MaxLength);
-        return new UllmeEmbeddingTransformer(_host, o, Model, ModelId);
+        return new UllmeEmbeddingTransformer(Host, o, Model, ModelId);
     }
-
-    /// <summary>Always true: each output row depends on its input row only.</summary>
-    public bool IsRowToRowMapper => true;
 
     /// <summary>Rows embedded so far by this transformer, across all cursors and rows (a hook for tests and diagnostics).</summary>
     internal long RowsEmbedded => Interlocked.Read(ref _rowsEmbedded);
@@ -82,44 +70,22 @@ public sealed class UllmeEmbeddingTransformer : ITransformer, ITextWindowMapper,
     /// <summary>Engine calls made so far (one per read-ahead window or per predicted row).</summary>
     internal long EngineCalls => Interlocked.Read(ref _engineCalls);
 
-    IHost ITextWindowMapper.Host => _host;
-    string ITextWindowMapper.ChannelName => "UllmeEmbed";
-    IReadOnlyList<string> ITextWindowMapper.InputColumnNames => [_options.InputColumnName];
-    IReadOnlyList<(string Name, DataViewType Type)> ITextWindowMapper.OutputColumns => [(_options.OutputColumnName, OutputType)];
-    int ITextWindowMapper.ReadAheadRows => _options.EffectiveReadAhead;
-
-    float[][]?[] ITextWindowMapper.ComputeWindow(IReadOnlyList<string>[] texts, bool[] needed, IChannel? channel, long firstRow) =>
-        [EmbedWindow(texts[0], channel, firstRow)];
-
     /// <summary>The output type: Vector&lt;Single, D&gt;.</summary>
     public VectorDataViewType OutputType => new(NumberDataViewType.Single, EmbeddingDimension);
 
-    /// <summary>The input schema plus the embedding column (hiding an input column of the same name).</summary>
-    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    private protected override IReadOnlyList<string> InputColumnNames => [_options.InputColumnName];
+    private protected override IReadOnlyList<(string Name, DataViewType Type)> OutputColumns => [(_options.OutputColumnName, OutputType)];
+    private protected override int ReadAheadRows => _options.EffectiveReadAhead;
+    private protected override PackageKind Kind => PackageKind.Embedding;
+
+    private protected override void Describe(UllmeModelPackage.Manifest manifest)
     {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        SchemaChecks.CheckInput(inputSchema, _options.InputColumnName, "UllmeEmbed");
-        var builder = new DataViewSchema.Builder();
-        builder.AddColumns(inputSchema);
-        builder.AddColumn(_options.OutputColumnName, OutputType);
-        return builder.ToSchema();
+        manifest.EmbeddingDimension = EmbeddingDimension;
+        manifest.Options = Options;
     }
 
-    /// <summary>A lazy view over <paramref name="input"/>: nothing is read or embedded until a cursor moves.</summary>
-    public IDataView Transform(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        return new TextWindowDataView(this, input, GetOutputSchema(input.Schema));
-    }
-
-    /// <summary>Row-at-a-time mapping, as used by <see cref="PredictionEngine{TSrc,TDst}"/>.</summary>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        return new TextWindowRowMapper(this, inputSchema, GetOutputSchema(inputSchema));
-    }
-
-    void ICanSaveModel.Save(ModelSaveContext ctx) => UllmeModelPackage.Save(ctx, this);
+    private protected override float[][]?[] ComputeWindow(IReadOnlyList<string>[] texts, bool[] needed, IChannel? channel, long firstRow) =>
+        [EmbedWindow(texts[0], channel, firstRow)];
 
     /// <summary>The embedding settings this transformer applies, with the model's defaults filled in.</summary>
     public EmbeddingDefaults EffectiveDefaults
@@ -146,26 +112,14 @@ public sealed class UllmeEmbeddingTransformer : ITransformer, ITextWindowMapper,
         Model.SaveFolder(folder, EffectiveDefaults);
     }
 
-    PackageKind IPackagedTransformer.Kind => PackageKind.Embedding;
-
-    void IPackagedTransformer.Describe(UllmeModelPackage.Manifest manifest)
-    {
-        manifest.EmbeddingDimension = EmbeddingDimension;
-        manifest.Options = Options;
-    }
-
-    void IPackagedTransformer.AttachTemporaryFolder(string folder) => _temporaryFolder = new TemporaryFolder(folder);
-
     /// <summary>
-    /// Embeds one window of texts through the engine. Rows come back in the order given. Honours
-    /// <c>MLContext.CancelExecution()</c> before the window starts.
+    /// Embeds one window of texts through the engine (cancellation is checked by the base class before each
+    /// window). Rows come back in the order given.
     /// </summary>
     internal float[][] EmbedWindow(IReadOnlyList<string> texts, IChannel? channel, long firstRow)
     {
-        if (MLNetInterop.IsCanceled(_host))
-            throw new OperationCanceledException("ML.NET execution was canceled (MLContext.CancelExecution).");
         var sw = Stopwatch.StartNew();
-        var detailed = _engine.EmbedDetailed(texts, _embeddingOptions);
+        var detailed = Engine.EmbedDetailed(texts, _embeddingOptions);
         float[][] result = detailed.Embeddings;
         long tokens = detailed.TokenCount;
         if (result.Length != texts.Count)
@@ -173,16 +127,13 @@ public sealed class UllmeEmbeddingTransformer : ITransformer, ITextWindowMapper,
         Interlocked.Add(ref _rowsEmbedded, texts.Count);
         Interlocked.Increment(ref _engineCalls);
         channel?.Trace(MessageSensitivity.None,
-            $"UllmeEmbed: embedded rows {firstRow}..{firstRow + texts.Count - 1} ({tokens} tokens) in {sw.ElapsedMilliseconds} ms");
+            $"{Name}: embedded rows {firstRow}..{firstRow + texts.Count - 1} ({tokens} tokens) in {sw.ElapsedMilliseconds} ms");
         return result;
     }
 
     /// <summary>Re-creates a saved transformer from its extracted model folder (see <see cref="UllmeModelPackage"/>).</summary>
-    internal static UllmeEmbeddingTransformer LoadFromFolder(IHostEnvironment env, UllmeEmbeddingOptions options, string folder, string modelId)
-    {
-        var model = ModelLoading.Load(env, options.DType, options.Device, folder, "UllmeEmbed");
-        return new UllmeEmbeddingTransformer(env, options, model, modelId);
-    }
+    internal static UllmeEmbeddingTransformer LoadFromFolder(IHostEnvironment env, UllmeEmbeddingOptions options, string folder, string modelId) =>
+        new(env, options, ModelLoading.Load(env, options.DType, options.Device, folder, Name), modelId);
 }
 
 /// <summary>Input checks shared by the Ullme estimators and transformers; <c>transform</c> names the catalog method in errors.</summary>
@@ -231,6 +182,11 @@ internal static class ModelLoading
             $"{transform}: loaded model '{model.ModelId}' ({model.EmbeddingDimension} dimensions, {dtype}, {device}) in {sw.ElapsedMilliseconds} ms");
         return model;
     }
+
+    /// <summary>The model an estimator works with: <paramref name="model"/> when one was given, else the one
+    /// <paramref name="load"/> loads on first use (once, even when several threads fit at the same time).</summary>
+    public static Lazy<UllmeModel> Deferred(UllmeModel? model, Func<UllmeModel> load) =>
+        model is not null ? new Lazy<UllmeModel>(model) : new Lazy<UllmeModel>(load, LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>Checks a model option without loading anything: "default", or a folder holding config.json.</summary>
     public static void ValidatePath(string? model, string option)

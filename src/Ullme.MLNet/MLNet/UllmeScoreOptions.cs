@@ -26,7 +26,7 @@ public enum UllmeScoreMode
 /// how texts are embedded for the representation score, batching, dtype/device and columns. Validated before any
 /// model is loaded, with errors naming the offending option.
 /// </summary>
-public sealed class UllmeScoreOptions
+public sealed class UllmeScoreOptions : IModelOptions<UllmeScoreOptions>
 {
     /// <summary>A Hugging Face model folder or <c>"default"</c> (all-MiniLM-L6-v2: representation mode only).</summary>
     public string Model { get; set; } = UllmeModel.DefaultModelName;

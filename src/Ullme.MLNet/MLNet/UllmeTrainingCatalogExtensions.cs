@@ -53,9 +53,7 @@ public static class UllmeTrainingCatalogExtensions
     /// <summary>Fine-tunes with every setting given by <paramref name="options"/> (validated now).</summary>
     public static GrlTrainer UllmeGrlTrainer(this TransformsCatalog catalog, GrlTrainerOptions options)
     {
-        ArgumentNullException.ThrowIfNull(catalog);
-        ArgumentNullException.ThrowIfNull(options);
-        return new GrlTrainer(MLNetInterop.GetEnvironment(catalog), options);
+        return new GrlTrainer(ModelArgument.EnvironmentFor(catalog, options), options);
     }
 
     /// <summary>Fine-tunes a copy of an already loaded model (the model itself is never modified, so every
@@ -63,13 +61,8 @@ public static class UllmeTrainingCatalogExtensions
     /// and <see cref="GrlTrainerOptions.Device"/> are taken from the model.</summary>
     public static GrlTrainer UllmeGrlTrainer(this TransformsCatalog catalog, UllmeModel model, GrlTrainerOptions? options = null)
     {
-        ArgumentNullException.ThrowIfNull(catalog);
-        ArgumentNullException.ThrowIfNull(model);
-        var o = options?.Clone() ?? new GrlTrainerOptions();
-        o.Model = model.SourceFolder;
-        o.DType = model.LoadOptions.DType;
-        o.Device = model.LoadOptions.Device;
-        return new GrlTrainer(MLNetInterop.GetEnvironment(catalog), o, model);
+        var (env, o) = ModelArgument.Bind(catalog, model, options);
+        return new GrlTrainer(env, o, model);
     }
 
     /// <summary>
