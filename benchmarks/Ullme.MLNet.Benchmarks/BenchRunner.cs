@@ -24,19 +24,19 @@ public static class BenchRunner
 
         // One thread setting for everything: libtorch intra-op and inter-op pools, and every ONNX Runtime session.
         UllmeRuntime.SetThreads(threads);
-        var texts = BenchTexts.Load(assets, quick ? 256 : 2000, quick ? 32 : 256);
+        var texts = BenchTexts.Load(assets, quick ? 256 : 1000, quick ? 32 : 128);
         var report = new BenchReport { Machine = Machine.Describe(threads), Mode = quick ? "quick" : "full", Texts = $"{texts.ShortTexts.Count} short + {texts.LongTexts.Count} long; {texts.Source}" };
         var ctx = new BenchContext(report, threads, quick, texts, outDir, assets);
         var clock = Stopwatch.StartNew();
         Console.WriteLine($"ullme bench ({report.Mode}): {threads} threads, load {Machine.LoadAverage()}, output {outDir}");
 
         // GEMM peak is needed by MFU and training; always measured.
-        GemmSection.Run(ctx);
-        if (only.Contains("minilm")) MiniLmSection.Run(ctx);
-        if (only.Contains("tokenizers")) TokenizerSection.Run(ctx);
-        if (only.Contains("mfu")) MfuSection.Run(ctx);
-        if (only.Contains("training")) TrainingSection.Run(ctx);
-        if (only.Contains("scaling")) ScalingSection.Run(ctx);
+        Section(ctx, "gemm", GemmSection.Run);
+        if (only.Contains("minilm")) Section(ctx, "minilm", MiniLmSection.Run);
+        if (only.Contains("tokenizers")) Section(ctx, "tokenizers", TokenizerSection.Run);
+        if (only.Contains("mfu")) Section(ctx, "mfu", MfuSection.Run);
+        if (only.Contains("training")) Section(ctx, "training", TrainingSection.Run);
+        if (only.Contains("scaling")) Section(ctx, "scaling", ScalingSection.Run);
         HeadlinePlot(ctx);
 
         report.Machine["load_average_at_end"] = Machine.LoadAverage();
@@ -45,6 +45,16 @@ public static class BenchRunner
         File.WriteAllText(Path.Combine(outDir, "results.md"), report.ToMarkdown());
         Console.WriteLine($"done in {clock.Elapsed.TotalSeconds:F0} s: {Path.Combine(outDir, "results.md")}");
         return 0;
+    }
+
+    /// <summary>Runs one section and records its wall time and the load average after it in the machine table.</summary>
+    private static void Section(BenchContext ctx, string name, Action<BenchContext> run)
+    {
+        var clock = Stopwatch.StartNew();
+        run(ctx);
+        ctx.Report.Machine[$"section_{name}_seconds"] = Math.Round(clock.Elapsed.TotalSeconds);
+        ctx.Report.Machine[$"load_average_after_{name}"] = Machine.LoadAverage();
+        Console.WriteLine($"  ({name}: {clock.Elapsed.TotalSeconds:F0} s, load {Machine.LoadAverage()})");
     }
 
     /// <summary>Texts/s of the three MiniLM engines on short and long texts, side by side.</summary>

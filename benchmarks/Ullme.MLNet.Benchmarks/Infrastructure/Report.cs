@@ -39,7 +39,8 @@ public sealed class BenchReport
 
     public static string Fmt(double v) => double.IsNaN(v) ? "n/a" : Math.Abs(v) >= 1000
         ? v.ToString("N0", CultureInfo.InvariantCulture)
-        : Math.Abs(v) >= 10 ? v.ToString("0.#", CultureInfo.InvariantCulture) : v.ToString("0.###", CultureInfo.InvariantCulture);
+        : Math.Abs(v) >= 10 ? v.ToString("0.#", CultureInfo.InvariantCulture)
+        : v == 0 || Math.Abs(v) >= 0.01 ? v.ToString("0.###", CultureInfo.InvariantCulture) : v.ToString("0.###e0", CultureInfo.InvariantCulture);
 
     public void WriteJson(string path)
     {

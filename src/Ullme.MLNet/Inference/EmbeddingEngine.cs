@@ -15,9 +15,9 @@ public sealed record EmbeddingResult(float[][] Embeddings, long TokenCount, int 
 
 /// <summary>
 /// The one engine every surface calls (ML.NET transforms, IEmbeddingGenerator, CLI, evaluation, training
-/// evaluation): tokenization, length-sorted batching, the forward pass without autograd, pooling, normalisation,
+/// evaluation): tokenization (overlapped with the model), length-sorted batching in bounded windows, the forward pass without autograd, pooling, normalisation,
 /// and causal log-likelihood scoring.
-/// <para>Thread-safe: tokenization runs on the caller's thread; forward passes are serialised (libtorch already
+/// <para>Thread-safe: tokenization runs on the caller's thread or a worker; forward passes are serialised (libtorch already
 /// uses every core inside one forward).</para>
 /// </summary>
 public sealed partial class EmbeddingEngine
@@ -44,13 +44,17 @@ public sealed partial class EmbeddingEngine
     {
         ArgumentNullException.ThrowIfNull(texts);
         var o = Resolve(options);
-        var encoded = new EncodedText[texts.Count];
-        for (int i = 0; i < texts.Count; i++)
+        return EmbedWindows(texts.Count, (start, count) =>
         {
-            string text = texts[i] ?? throw new UllmeException($"Text {i} is null; pass an empty string for an empty text.");
-            encoded[i] = TextEncoding.Encode(Model.Tokenizer, text, o.Instruction, o.MaxLength);
-        }
-        return EmbedEncoded(encoded, o, progress, cancellationToken);
+            var encoded = new EncodedText[count];
+            for (int k = 0; k < count; k++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                string text = texts[start + k] ?? throw new UllmeException($"Text {start + k} is null; pass an empty string for an empty text.");
+                encoded[k] = TextEncoding.Encode(Model.Tokenizer, text, o.Instruction, o.MaxLength);
+            }
+            return encoded;
+        }, o, progress, cancellationToken);
     }
 
     /// <summary>Embeds pre-tokenized inputs, used exactly as given (no special tokens added, no truncation
@@ -59,13 +63,13 @@ public sealed partial class EmbeddingEngine
         IProgress<EngineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var o = Resolve((options ?? new EmbeddingOptions()) with { Instruction = null });
-        var encoded = new EncodedText[inputIds.Count];
-        for (int i = 0; i < inputIds.Count; i++)
+        for (int i = 0; i < inputIds.Count; i++) ValidateIds(inputIds[i], $"input {i}");
+        return EmbedWindows(inputIds.Count, (start, count) =>
         {
-            ValidateIds(inputIds[i], $"input {i}");
-            encoded[i] = EncodedText.FromIds(inputIds[i]);
-        }
-        return EmbedEncoded(encoded, o, progress, cancellationToken);
+            var encoded = new EncodedText[count];
+            for (int k = 0; k < count; k++) encoded[k] = EncodedText.FromIds(inputIds[start + k]);
+            return encoded;
+        }, o, progress, cancellationToken);
     }
 
     /// <summary>Tokenizes like <see cref="Embed"/> does (special tokens, instruction, truncation).</summary>
@@ -89,41 +93,81 @@ public sealed partial class EmbeddingEngine
         if (Model.Config.IsEncoder && positionLimit > 0 && maxLength > positionLimit)
             throw new UllmeException($"max length {maxLength} exceeds the model's max_position_embeddings ({positionLimit}).");
         if (options.BatchSize < 1) throw new UllmeException($"batch size must be positive (got {options.BatchSize}).");
-        return new ResolvedEmbeddingOptions(options.Pooling ?? d.Pooling, attention, options.Instruction, maxLength, options.BatchSize, options.Normalize);
+        int window = options.SortWindow ?? 8 * options.BatchSize;
+        if (window < 0) throw new UllmeException($"sort window must be 0 (whole input) or positive (got {window}).");
+        return new ResolvedEmbeddingOptions(options.Pooling ?? d.Pooling, attention, options.Instruction, maxLength, options.BatchSize, options.Normalize)
+        {
+            SortWindow = window == 0 ? int.MaxValue : Math.Max(window, options.BatchSize),
+            OverlapTokenization = options.OverlapTokenization,
+        };
     }
 
-    private EmbeddingResult EmbedEncoded(EncodedText[] encoded, ResolvedEmbeddingOptions o,
+    /// <summary>
+    /// The embedding loop. The input is cut into windows of <see cref="ResolvedEmbeddingOptions.SortWindow"/> texts;
+    /// each window is tokenized by <paramref name="encodeWindow"/>(start, count), sorted longest first (similar
+    /// lengths share a batch, so little padding; the largest batch runs first, so an out-of-memory shows up at once)
+    /// and run batch by batch. While the model runs on window k, window k + 1 is tokenized on a worker thread.
+    /// </summary>
+    private EmbeddingResult EmbedWindows(int n, Func<int, int, EncodedText[]> encodeWindow, ResolvedEmbeddingOptions o,
         IProgress<EngineProgress>? progress, CancellationToken cancellationToken)
     {
-        int n = encoded.Length;
         var result = new float[n][];
-        int truncated = encoded.Count(e => e.Truncated);
-        if (truncated > 0)
-            _logger.LogWarning("{Count} of {Total} texts were longer than {MaxLength} tokens and were truncated.", truncated, n, o.MaxLength);
-        // Longest first: similar lengths share a batch (little padding), and the largest batch runs first so an
-        // out-of-memory shows up at once.
-        var order = Enumerable.Range(0, n).OrderByDescending(i => encoded[i].Length).ThenBy(i => i).ToArray();
+        int window = (int)Math.Min(o.SortWindow, Math.Max(n, 1));
         long tokens = 0;
-        int done = 0;
+        int done = 0, truncated = 0;
         int dim = Model.EmbeddingDimension;
         var batchRows = new List<EncodedText>(o.BatchSize);
-        for (int start = 0; start < n; start += o.BatchSize)
+
+        Task<EncodedText[]>? next = null;
+        EncodedText[] current = n == 0 ? [] : encodeWindow(0, Math.Min(window, n));
+        try
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            int count = Math.Min(o.BatchSize, n - start);
-            batchRows.Clear();
-            for (int k = 0; k < count; k++) batchRows.Add(encoded[order[start + k]]);
-            float[] flat = ForwardPooled(batchRows, o, out long batchTokens);
-            for (int k = 0; k < count; k++)
+            for (int windowStart = 0; windowStart < n; windowStart += window)
             {
-                var row = new float[dim];
-                Array.Copy(flat, k * dim, row, 0, dim);
-                result[order[start + k]] = row;
+                int nextStart = windowStart + window;
+                if (nextStart < n)
+                {
+                    int nextCount = Math.Min(window, n - nextStart);
+                    next = o.OverlapTokenization
+                        ? Task.Run(() => encodeWindow(nextStart, nextCount), cancellationToken)
+                        : null;
+                }
+                truncated += current.Count(e => e.Truncated);
+                var order = Enumerable.Range(0, current.Length).OrderByDescending(i => current[i].Length).ThenBy(i => i).ToArray();
+                for (int start = 0; start < order.Length; start += o.BatchSize)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    int count = Math.Min(o.BatchSize, order.Length - start);
+                    batchRows.Clear();
+                    for (int k = 0; k < count; k++) batchRows.Add(current[order[start + k]]);
+                    float[] flat = ForwardPooled(batchRows, o, out long batchTokens);
+                    for (int k = 0; k < count; k++)
+                    {
+                        var row = new float[dim];
+                        Array.Copy(flat, k * dim, row, 0, dim);
+                        result[windowStart + order[start + k]] = row;
+                    }
+                    tokens += batchTokens;
+                    done += count;
+                    progress?.Report(new EngineProgress(done, n, tokens));
+                }
+                if (nextStart < n)
+                {
+                    current = next is not null
+                        ? next.GetAwaiter().GetResult()
+                        : encodeWindow(nextStart, Math.Min(window, n - nextStart));
+                    next = null;
+                }
             }
-            tokens += batchTokens;
-            done += count;
-            progress?.Report(new EngineProgress(done, n, tokens));
         }
+        finally
+        {
+            // A failed forward must not leave a worker tokenizing into the void (or its exception unobserved).
+            if (next is not null)
+                try { next.Wait(CancellationToken.None); } catch (AggregateException) { }
+        }
+        if (truncated > 0)
+            _logger.LogWarning("{Count} of {Total} texts were longer than {MaxLength} tokens and were truncated.", truncated, n, o.MaxLength);
         return new EmbeddingResult(result, tokens, truncated);
     }
 
@@ -163,4 +207,11 @@ public sealed partial class EmbeddingEngine
 
 /// <summary><see cref="EmbeddingOptions"/> with every default filled in.</summary>
 public sealed record ResolvedEmbeddingOptions(PoolingMode Pooling, AttentionMode Attention, string? Instruction,
-    int MaxLength, int BatchSize, bool Normalize);
+    int MaxLength, int BatchSize, bool Normalize)
+{
+    /// <summary>Texts sorted together by length (int.MaxValue = the whole input).</summary>
+    public int SortWindow { get; init; } = int.MaxValue;
+
+    /// <summary>Tokenize the next window while the model runs on the current one.</summary>
+    public bool OverlapTokenization { get; init; } = true;
+}

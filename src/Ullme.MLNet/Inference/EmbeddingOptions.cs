@@ -22,6 +22,18 @@ public sealed record EmbeddingOptions
     /// <summary>Texts per forward pass. Default 32.</summary>
     public int BatchSize { get; init; } = 32;
 
+    /// <summary>
+    /// Texts sorted together by length before batching (bounded window): batches then hold texts of similar length,
+    /// so little compute goes to padding, while memory for token ids stays bounded and the next window is tokenized
+    /// while the current one runs through the model. Default: 8 × <see cref="BatchSize"/>; 0 sorts the whole input
+    /// at once (least padding, no overlap).
+    /// </summary>
+    public int? SortWindow { get; init; }
+
+    /// <summary>Tokenize the next window on a worker thread while the model runs on the current one. Default true.
+    /// Worth turning off only when every core is already busy with the forward pass and tokenization is cheap.</summary>
+    public bool OverlapTokenization { get; init; } = true;
+
     /// <summary>L2-normalise the result. Default true.</summary>
     public bool Normalize { get; init; } = true;
 }

@@ -13,7 +13,7 @@ namespace Ullme.MLNet.Modeling;
 /// Phi-3's fused <c>qkv_proj</c> (output rows [q | k | v]) and <c>o_proj</c>.
 /// </para>
 /// <para>
-/// The mask is additive ([B, 1, T, T], 0 = attend, dtype-min = blocked), built once per forward by
+/// The mask is additive ([B, 1, T, T] causal, [B, 1, 1, T] bidirectional; 0 = attend, dtype-min = blocked), built once per forward by
 /// <see cref="DecoderModel"/>. The fast path is <c>scaled_dot_product_attention</c>, whose scale is fixed at
 /// 1/sqrt(head_dim), so q is pre-multiplied when the architecture's scale differs. Gemma2's logit soft-capping
 /// (<c>cap · tanh(s / cap)</c>, applied before the mask) needs the scores explicitly: that path computes
@@ -57,7 +57,7 @@ public sealed class DecoderAttention : nn.Module<Tensor, Tensor, Tensor, Tensor,
     }
 
     /// <summary>
-    /// hidden [B, T, H], cos/sin [B, T, rotary_dim], mask [B, 1, T, T] additive in the hidden dtype → [B, T, H].
+    /// hidden [B, T, H], cos/sin [B, T, rotary_dim], mask [B, 1, T, T] or [B, 1, 1, T] additive in the hidden dtype → [B, T, H].
     /// </summary>
     public override Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor mask)
     {

@@ -16,7 +16,8 @@ public sealed class DecoderInputs : IDisposable
     /// <summary>[B, T, rotary_dim] in the compute dtype.</summary>
     public required Tensor Sin { get; init; }
 
-    /// <summary>[B, 1, T, T] additive mask (0 = attend, dtype-min = blocked) for full-attention layers.</summary>
+    /// <summary>Additive mask (0 = attend, dtype-min = blocked) for full-attention layers: [B, 1, T, T] causal,
+    /// [B, 1, 1, T] bidirectional (every query sees the same keys).</summary>
     public required Tensor FullMask { get; init; }
 
     /// <summary>[B, 1, T, T] additive mask for sliding-window layers; null when no layer slides in this mode.</summary>

@@ -46,7 +46,7 @@ public sealed class DecoderLayer : nn.Module<Tensor, Tensor, Tensor, Tensor, Ten
     }
 
     /// <summary>
-    /// hidden [B, T, H]; cos/sin [B, T, rotary_dim]; mask [B, 1, T, T] additive (the caller passes the sliding-window
+    /// hidden [B, T, H]; cos/sin [B, T, rotary_dim]; mask [B, 1, T, T] (causal) or [B, 1, 1, T] (bidirectional) additive (the caller passes the sliding-window
     /// mask to sliding layers, see <see cref="DecoderInputs.MaskFor"/>). Returns [B, T, H].
     /// </summary>
     public override Tensor forward(Tensor hidden, Tensor cos, Tensor sin, Tensor mask)

@@ -111,7 +111,8 @@ public sealed class DecoderModel : EmbeddingBackbone
     /// </summary>
     /// <param name="attentionMask">[B, T], 1 = real token, 0 = padding (left or right).</param>
     /// <param name="mode">Causal: key j is visible to query i iff j ≤ i, key j is real and (sliding layers)
-    /// i − j &lt; window. Bidirectional: iff key j is real (no triangle, no window).</param>
+    /// i − j &lt; window; masks are [B, 1, T, T]. Bidirectional: iff key j is real (no triangle, no window); the
+    /// mask is [B, 1, 1, T], the same for every query.</param>
     /// <param name="positionIds">[B, T] or null for cumsum(mask) − 1 clamped at 0 (left padding then starts at 0).</param>
     /// <param name="dtype">The compute dtype (the masks and cos/sin are made in it).</param>
     public DecoderInputs PrepareInputs(Tensor attentionMask, AttentionMode mode, Tensor? positionIds, ScalarType dtype)
@@ -127,23 +128,29 @@ public sealed class DecoderModel : EmbeddingBackbone
         var (cos, sin) = model.rotary_emb.Lookup(positions, dtype);
 
         Tensor keyValid = valid.view(b, 1, 1, t);                          // [B, 1, 1, T]
-        Tensor allowed = keyValid.expand(b, 1, t, t);                     // [B, 1, T, T]
-        Tensor? slidingAllowed = null;
-        if (mode == AttentionMode.Causal)
+        Tensor fullMask;
+        Tensor? slidingMask = null;
+        if (mode == AttentionMode.Bidirectional)
+        {
+            // Every query sees every real key, so one row per sequence is enough: [B, 1, 1, T], broadcast by the
+            // attention kernel over heads and queries (T times less mask to build and to read than [B, 1, T, T]).
+            // A padding query sees the real keys too; its output is never read.
+            fullMask = Additive(keyValid, dtype);
+        }
+        else
         {
             Tensor rows = arange(t, dtype: ScalarType.Int64, device: device).view(t, 1);
             Tensor cols = arange(t, dtype: ScalarType.Int64, device: device).view(1, t);
             Tensor distance = rows - cols;                                // [T, T] i - j
-            allowed = allowed.logical_and(distance >= 0);
+            Tensor allowed = keyValid.logical_and(distance >= 0);         // [B, 1, T, T]
+            // A padding query may see no key at all (left padding, causal). Let it see itself so its row stays
+            // finite under any attention kernel; padding outputs are never read and real queries never see padding.
+            Tensor paddedQueryDiagonal = eye(t, dtype: ScalarType.Bool, device: device).view(1, 1, t, t)
+                .logical_and(valid.logical_not().view(b, 1, t, 1));
+            fullMask = Additive(allowed.logical_or(paddedQueryDiagonal), dtype);
             if (Traits.HasSlidingLayers)
-                slidingAllowed = allowed.logical_and(distance < Traits.SlidingWindow!.Value);
+                slidingMask = Additive(allowed.logical_and(distance < Traits.SlidingWindow!.Value).logical_or(paddedQueryDiagonal), dtype);
         }
-        // A padding query may see no key at all (left padding, causal). Let it see itself so its row stays finite
-        // under any attention kernel; padding outputs are never read and real queries never see padding keys.
-        Tensor paddedQueryDiagonal = eye(t, dtype: ScalarType.Bool, device: device).view(1, 1, t, t)
-            .logical_and(valid.logical_not().view(b, 1, t, 1));
-        Tensor fullMask = Additive(allowed.logical_or(paddedQueryDiagonal), dtype);
-        Tensor? slidingMask = slidingAllowed is null ? null : Additive(slidingAllowed.logical_or(paddedQueryDiagonal), dtype);
 
         return new DecoderInputs
         {

@@ -139,6 +139,7 @@ public sealed class DecoderBehaviourTests(ITestOutputHelper output)
         using var bidi = model.PrepareInputs(mask, AttentionMode.Bidirectional, null, ScalarType.Float32);
         Assert.Null(bidi.SlidingMask);
         Assert.NotNull(causal.SlidingMask);
+        Assert.Equal(new long[] { 2, 1, 1, t }, bidi.FullMask.shape);                 // one row per sequence, broadcast
         var m = mask.data<long>().ToArray();
         for (int r = 0; r < 2; r++)
             for (int i = 0; i < t; i++)
@@ -148,7 +149,7 @@ public sealed class DecoderBehaviourTests(ITestOutputHelper output)
                     bool selfOfPadding = !query && i == j;                       // padding queries see themselves only
                     Assert.Equal(key && j <= i || selfOfPadding ? 0f : min, causal.FullMask[r, 0, i, j].item<float>());
                     Assert.Equal(key && j <= i && i - j < window || selfOfPadding ? 0f : min, causal.SlidingMask![r, 0, i, j].item<float>());
-                    Assert.Equal(key || selfOfPadding ? 0f : min, bidi.FullMask[r, 0, i, j].item<float>());
+                    Assert.Equal(key ? 0f : min, bidi.FullMask[r, 0, 0, j].item<float>());  // every query sees the real keys
                 }
         // Default positions: cumsum(mask) - 1, so the left-padded row's first real token is at position 0.
         using var expectedCos = model.PrepareInputs(ones(1, 3, dtype: ScalarType.Int64), AttentionMode.Causal, null, ScalarType.Float32).Cos;
