@@ -39,7 +39,8 @@ public sealed class UllmeEmbeddingOptions : IModelOptions<UllmeEmbeddingOptions>
 
     /// <summary>
     /// Rows the cursor reads ahead from its input before embedding them in one engine call. Inside that window
-    /// the engine sorts texts by length to cut padding; output order is preserved. Null = 4 × <see cref="BatchSize"/>.
+    /// the engine sorts texts by length to cut padding; output order is preserved. Null = 8 × <see cref="BatchSize"/>
+    /// (the engine's own default sort window).
     /// </summary>
     public int? ReadAheadRows { get; set; }
 
@@ -57,7 +58,7 @@ public sealed class UllmeEmbeddingOptions : IModelOptions<UllmeEmbeddingOptions>
     public UllmeEmbeddingOptions Clone() => (UllmeEmbeddingOptions)MemberwiseClone();
 
     /// <summary>Rows per engine call.</summary>
-    internal int EffectiveReadAhead => ReadAheadRows ?? 4 * BatchSize;
+    internal int EffectiveReadAhead => ReadAheadRows ?? 8 * BatchSize;
 
     /// <summary>The engine's view of these options.</summary>
     internal EmbeddingOptions ToEmbeddingOptions() => new()

@@ -147,6 +147,6 @@ public sealed class UllmeEmbeddingOptionsTests
         Assert.Equal(64, e.MaxLength);
         Assert.Equal(5, e.BatchSize);
         Assert.False(e.Normalize);
-        Assert.Equal(20, o.EffectiveReadAhead);
+        Assert.Equal(40, o.EffectiveReadAhead);
     }
 }
