@@ -11,6 +11,8 @@ if (args.Length > 0 && args[0] == "probe-minilm")
     return Ullme.MLNet.Benchmarks.MiniLmProbe.Run(args[1..]);
 if (args.Length > 0 && args[0] == "probe-memory")
     return Ullme.MLNet.Benchmarks.MemoryProbe.Run(args[1..]);
+if (args.Length > 0 && args[0] == "probe-bert-ops")
+    return Ullme.MLNet.Benchmarks.BertOpsProbe.Run(args[1..]);
 if (args.Length > 0 && args[0] == "probe-tokenizer")
     return Ullme.MLNet.Benchmarks.TokenizerProbe.Run(args[1..]);
 if (args.Length > 0 && args[0] == "run")
