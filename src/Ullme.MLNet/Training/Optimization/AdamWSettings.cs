@@ -55,7 +55,8 @@ public static class AdamWFactory
             new(decay, settings.LearningRate, settings.Beta1, settings.Beta2, settings.Epsilon, settings.WeightDecay),
             new(noDecay, settings.LearningRate, settings.Beta1, settings.Beta2, settings.Epsilon, 0),
         };
-        return optim.AdamW(groups, settings.LearningRate, settings.Beta1, settings.Beta2, settings.Epsilon, settings.WeightDecay);
+        // Not optim.AdamW: TorchSharp's step can lose its scalar operands to the finalizer mid-call (see ScalarSafe.AdamW).
+        return new ScalarSafe.AdamW(groups, settings.LearningRate, settings.Beta1, settings.Beta2, settings.Epsilon, settings.WeightDecay);
     }
 
     /// <summary>Whether a parameter is exempt from weight decay.</summary>

@@ -31,8 +31,10 @@ public static class GradientClipping
         if (coefficient < 1)
         {
             using var _ = no_grad();
+            using var scope = NewDisposeScope();              // the grad handles read below
+            using var factor = coefficient.ToScalar();        // held across the native calls (see ScalarSafe.AdamW)
             foreach (var p in list)
-                if (p.grad is { } g) g.mul_(coefficient);
+                if (p.grad is { } g) g.mul_(factor);
         }
         return norm;
     }

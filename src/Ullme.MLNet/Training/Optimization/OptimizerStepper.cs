@@ -86,7 +86,8 @@ public sealed class OptimizerStepper : IDisposable
         if (_poisoned is not null) return false;   // the step is lost anyway; save the work
         if (!loss.requires_grad) return true;       // a constant part (e.g. a term with no trainable input)
         using var scope = NewDisposeScope();
-        var scaled = AccumulationSteps == 1 ? loss : loss / AccumulationSteps;
+        using var k = AccumulationSteps.ToScalar();   // held across the native call (see ScalarSafe.AdamW)
+        var scaled = AccumulationSteps == 1 ? loss : loss.div(k);
         scaled.backward();
         AutogradErrors.ThrowIfAny();
         return true;
