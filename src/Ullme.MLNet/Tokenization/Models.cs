@@ -69,7 +69,7 @@ internal sealed class BpeModel : ITokenModel
     private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabLookup;
     private readonly string?[] _idToToken;
-    private readonly Dictionary<long, long> _merges; // (left id << 32 | right id) → (rank << 32 | merged id)
+    private readonly PairTable _merges; // (left id << 32 | right id) → (rank << 32 | merged id)
     private readonly int[] _charIds; // BMP char → id of the single-char token, -1 if none
     private readonly int[] _byteIds; // byte → id of <0xNN>, -1 if none
     private readonly int? _unkId;
@@ -110,7 +110,7 @@ internal sealed class BpeModel : ITokenModel
             _unkId = unk;
         }
 
-        _merges = new Dictionary<long, long>(merges.Count);
+        _merges = new PairTable(merges.Count);
         int prefixLength = _prefix?.Length ?? 0;
         for (int rank = 0; rank < merges.Count; rank++)
         {
@@ -121,7 +121,7 @@ internal sealed class BpeModel : ITokenModel
             if (!vocab.TryGetValue(merged, out int newId))
                 throw new UllmeException($"'{file}': merge #{rank} '{a} {b}' produces '{merged}', which is not in the vocabulary.");
             // A repeated pair keeps its last rank, as HF's map does.
-            _merges[((long)aId << 32) | (uint)bId] = ((long)rank << 32) | (uint)newId;
+            _merges.Set(((long)aId << 32) | (uint)bId, ((long)rank << 32) | (uint)newId);
         }
 
         _charIds = new int[65536];
@@ -327,6 +327,68 @@ internal sealed class BpeModel : ITokenModel
             Prev = new int[capacity];
             Next = new int[capacity];
             Alive = new bool[capacity];
+        }
+    }
+}
+
+/// <summary>
+/// Open-addressing hash map from a packed (left id, right id) pair to a packed (rank, merged id). .NET's
+/// <c>long.GetHashCode</c> is <c>low ^ high</c>, i.e. <c>left ^ right</c> here, and BPE merges are dense among small
+/// ids, so a <c>Dictionary&lt;long, long&gt;</c> gets long collision chains (qwen3: up to 444 merges share one hash)
+/// and every failed lookup walks them. A multiplicative (Fibonacci) hash with linear probing at load ≤ 0.5 keeps
+/// probes at one or two cache lines.
+/// </summary>
+internal sealed class PairTable
+{
+    private const long Empty = -1; // ids are non-negative, so no real key is -1
+    private readonly long[] _keys;
+    private readonly long[] _values;
+    private readonly int _shift;
+    private readonly int _mask;
+
+    public PairTable(int count)
+    {
+        int bits = 4;
+        while ((1 << bits) < count * 2) bits++;
+        _keys = new long[1 << bits];
+        _values = new long[1 << bits];
+        Array.Fill(_keys, Empty);
+        _shift = 64 - bits;
+        _mask = (1 << bits) - 1;
+    }
+
+    private int Slot(long key) => (int)((ulong)(key * unchecked((long)0x9E3779B97F4A7C15)) >> _shift);
+
+    /// <summary>Inserts or overwrites (a repeated pair keeps its last value, as HF's map does).</summary>
+    public void Set(long key, long value)
+    {
+        for (int i = Slot(key); ; i = (i + 1) & _mask)
+        {
+            if (_keys[i] == Empty || _keys[i] == key)
+            {
+                _keys[i] = key;
+                _values[i] = value;
+                return;
+            }
+        }
+    }
+
+    public bool TryGetValue(long key, out long value)
+    {
+        long[] keys = _keys;
+        for (int i = Slot(key); ; i = (i + 1) & _mask)
+        {
+            long k = keys[i];
+            if (k == key)
+            {
+                value = _values[i];
+                return true;
+            }
+            if (k == Empty)
+            {
+                value = 0;
+                return false;
+            }
         }
     }
 }
