@@ -254,7 +254,45 @@ internal sealed class BpeModel : ITokenModel
             // No unk token: HF silently drops the char.
         }
         if (pendingUnk >= 0) work.Ids[n++] = pendingUnk;
-        return n < 2 ? work.Ids.AsSpan(0, n).ToArray() : MergeAll(work, n);
+        if (n < 2) return work.Ids.AsSpan(0, n).ToArray();
+        return n <= SmallWord ? MergeSmall(work.Ids.AsSpan(0, n), work.Pairs) : MergeAll(work, n);
+    }
+
+    /// <summary>Up to this many symbols a word is merged by scanning for the best pair (tiny arrays, no heap).</summary>
+    private const int SmallWord = 48;
+
+    /// <summary>
+    /// The same merge order as <see cref="MergeAll"/> (lowest rank first, then leftmost; HF's heap order) on a short
+    /// word: keep the packed (rank, merged id) of every adjacent pair, take the minimum (the first one on a tie),
+    /// merge, close the gap and look up the two pairs that changed.
+    /// </summary>
+    private int[] MergeSmall(Span<int> ids, long[] pairBuffer)
+    {
+        int n = ids.Length;
+        Span<long> pairs = pairBuffer.AsSpan(0, n - 1);
+        for (int i = 0; i + 1 < n; i++) pairs[i] = _merges.Get(ids[i], ids[i + 1]);
+        while (n > 1)
+        {
+            int best = 0;
+            long bestValue = pairs[0];
+            for (int i = 1; i < n - 1; i++)
+            {
+                if (pairs[i] < bestValue)
+                {
+                    bestValue = pairs[i];
+                    best = i;
+                }
+            }
+            if (bestValue == long.MaxValue) break;
+            ids[best] = (int)bestValue;
+            // Remove symbol best+1 and pair best+1 (the pair best now joins the merged symbol and the next one).
+            ids[(best + 2)..n].CopyTo(ids[(best + 1)..]);
+            if (best + 2 < n - 1) pairs[(best + 2)..(n - 1)].CopyTo(pairs[(best + 1)..]);
+            n--;
+            if (best > 0) pairs[best - 1] = _merges.Get(ids[best - 1], ids[best]);
+            if (best + 1 < n) pairs[best] = _merges.Get(ids[best], ids[best + 1]);
+        }
+        return ids[..n].ToArray();
     }
 
     private bool TryAddBytes(ReadOnlySpan<char> s, BpeWork work, ref int n)
@@ -318,6 +356,7 @@ internal sealed class BpeModel : ITokenModel
         public int[] Prev = new int[64];
         public int[] Next = new int[64];
         public bool[] Alive = new bool[64];
+        public long[] Pairs = new long[64];
         public readonly PriorityQueue<(int Pos, int NewId), long> Queue = new();
 
         public void Reset(int capacity)
@@ -327,6 +366,7 @@ internal sealed class BpeModel : ITokenModel
             Prev = new int[capacity];
             Next = new int[capacity];
             Alive = new bool[capacity];
+            Pairs = new long[capacity];
         }
     }
 }
@@ -341,18 +381,22 @@ internal sealed class BpeModel : ITokenModel
 internal sealed class PairTable
 {
     private const long Empty = -1; // ids are non-negative, so no real key is -1
-    private readonly long[] _keys;
-    private readonly long[] _values;
+    private readonly Entry[] _entries; // key and value side by side: one cache line per probe
     private readonly int _shift;
     private readonly int _mask;
+
+    private struct Entry
+    {
+        public long Key;
+        public long Value;
+    }
 
     public PairTable(int count)
     {
         int bits = 4;
-        while ((1 << bits) < count * 2) bits++;
-        _keys = new long[1 << bits];
-        _values = new long[1 << bits];
-        Array.Fill(_keys, Empty);
+        while ((1L << bits) < count + count / 2) bits++; // load factor ≤ 2/3
+        _entries = new Entry[1 << bits];
+        for (int i = 0; i < _entries.Length; i++) _entries[i].Key = Empty;
         _shift = 64 - bits;
         _mask = (1 << bits) - 1;
     }
@@ -364,10 +408,11 @@ internal sealed class PairTable
     {
         for (int i = Slot(key); ; i = (i + 1) & _mask)
         {
-            if (_keys[i] == Empty || _keys[i] == key)
+            ref Entry e = ref _entries[i];
+            if (e.Key == Empty || e.Key == key)
             {
-                _keys[i] = key;
-                _values[i] = value;
+                e.Key = key;
+                e.Value = value;
                 return;
             }
         }
@@ -375,22 +420,25 @@ internal sealed class PairTable
 
     public bool TryGetValue(long key, out long value)
     {
-        long[] keys = _keys;
+        Entry[] entries = _entries;
         for (int i = Slot(key); ; i = (i + 1) & _mask)
         {
-            long k = keys[i];
-            if (k == key)
+            ref Entry e = ref entries[i];
+            if (e.Key == key)
             {
-                value = _values[i];
+                value = e.Value;
                 return true;
             }
-            if (k == Empty)
+            if (e.Key == Empty)
             {
                 value = 0;
                 return false;
             }
         }
     }
+
+    /// <summary>The packed (rank, merged id) of a pair, or <see cref="long.MaxValue"/> when the pair has no merge.</summary>
+    public long Get(int left, int right) => TryGetValue(((long)left << 32) | (uint)right, out long v) ? v : long.MaxValue;
 }
 
 /// <summary>
