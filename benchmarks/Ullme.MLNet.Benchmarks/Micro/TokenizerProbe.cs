@@ -131,6 +131,25 @@ public static class TokenizerProbe
             sw.Restart();
             foreach (string t in texts) fresh.Encode(t);
             double te = sw.Elapsed.TotalSeconds;
+            sw.Restart();
+            foreach (string t in texts) fresh.Encode(t);
+            double tew = sw.Elapsed.TotalSeconds;
+            sw.Restart();
+            foreach (string t in normalized)
+            {
+                PieceList input = scratch.A, output = scratch.B;
+                input.Clear();
+                input.Add(t, true);
+                foreach (var step in pre)
+                {
+                    output.Clear();
+                    for (int i = 0; i < input.Count; i++) step.Split(input[i], input.Pieces[i].AtOrigin, output, scratch);
+                    (input, output) = (output, input);
+                }
+                ids.Clear();
+                for (int i = 0; i < input.Count; i++) model.Tokenize(input[i], ids);
+            }
+            Console.WriteLine($"  warm: encode {tew * 1e3:F1} ms, pre-tokenize+model {sw.Elapsed.TotalSeconds * 1e3:F1} ms");
             Console.WriteLine($"  cold: normalize {tn * 1e3:F1} ms, pre-tokenizers [{string.Join(", ", pre.Select((p, k) => $"{p.GetType().Name} {tp[k] * 1e3:F1}"))}] ms, " +
                 $"model cold {tm * 1e3:F1} ms (warm {tmw * 1e3:F1}), {words.Count} words ({words.Distinct().Count()} distinct), gen0 {gcs} gen2 {gcs2}; fresh encode {te * 1e3:F1} ms");
         }
