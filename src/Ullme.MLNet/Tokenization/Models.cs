@@ -28,13 +28,16 @@ internal sealed class WordCache
     public const int MaxWordLength = 256;
 
     private readonly int _capacity;
-    private readonly ConcurrentDictionary<string, int[]> _map = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int[]> _map;
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _lookup;
     private int _count;
 
     public WordCache(int capacity)
     {
         _capacity = capacity;
+        // Start with room for a few thousand words: a first pass over text adds one per new word, and growing from
+        // the default 31 buckets re-hashes the map a dozen times on the way.
+        _map = new ConcurrentDictionary<string, int[]>(Environment.ProcessorCount, Math.Min(capacity, 8192), StringComparer.Ordinal);
         _lookup = _map.GetAlternateLookup<ReadOnlySpan<char>>();
     }
 
