@@ -7,7 +7,8 @@ namespace Ullme.MLNet.Benchmarks.Sections;
 /// Our tokenizers vs Hugging Face's Rust tokenizers (Tokenizers.DotNet, called per text as a .NET user would) on
 /// the qwen3 (byte-level BPE) and llama2 (SentencePiece-style BPE) tokenizer.json files and on all-MiniLM's
 /// WordPiece: tokens/s on one thread (tokenization runs on the caller's thread in both), plus how many texts got
-/// different ids (should be 0).
+/// different ids (should be 0). Headline: the first pass of fresh instances on both sides (unseen text; both keep a
+/// per-word cache); second: both re-encoding the same texts (warm caches).
 /// </summary>
 public static class TokenizerSection
 {
@@ -43,35 +44,63 @@ public static class TokenizerSection
                     var b = hf.Encode(t);
                     if (!a.SequenceEqual(b.Select(x => (int)x))) mismatches++;
                 }
-                var to = Timing.Measure(() => { long n = 0; foreach (string t in texts) n += ours.Encode(t, true).Count; oursTokens = n; }, ctx.Budget, minRepeats: 2);
-                var th = Timing.Measure(() => { long n = 0; foreach (string t in texts) n += hf.Encode(t).Length; hfTokens = n; }, ctx.Budget, minRepeats: 2);
-                // The repeated passes above hit our per-word cache (HF has none to hit for whole-text "words"), which
-                // flatters us on a benchmark that re-encodes the same texts. The headline ratio is the first pass of
-                // fresh instances (loaded outside the timing; JIT already warm from the passes above): what a user
-                // embedding a corpus of unseen text gets.
-                var cold = new List<double>();
-                for (int r = 0; r < 3; r++)
+                foreach (string t in texts) { oursTokens += ours.Encode(t, true).Count; hfTokens += hf.Encode(t).Length; }
+                // Warm: both sides re-encode the same texts, so every word (ours) / word-or-short-text (HF) is a cache
+                // hit. Rounds interleave ours and HF so a neighbour's burst on this shared host hits both.
+                var oursWarm = new List<double>();
+                var hfWarm = new List<double>();
+                var warmRatios = new List<double>();
+                var total = System.Diagnostics.Stopwatch.StartNew();
+                while (oursWarm.Count < 3 || (oursWarm.Count < 20 && total.Elapsed.TotalSeconds < ctx.Budget))
+                {
+                    var sw = System.Diagnostics.Stopwatch.StartNew();
+                    foreach (string t in texts) ours.Encode(t, true);
+                    oursWarm.Add(sw.Elapsed.TotalSeconds);
+                    sw.Restart();
+                    foreach (string t in texts) hf.Encode(t);
+                    hfWarm.Add(sw.Elapsed.TotalSeconds);
+                    warmRatios.Add(hfWarm[^1] / oursWarm[^1]);
+                }
+                // Unseen text, the headline: HF's Rust BPE keeps a word cache too (10,000 entries, words under 256
+                // bytes; tokenizers/src/utils/cache.rs), so both sides get the first pass of a FRESH instance, built
+                // outside the timing. Two untimed fresh passes first, so our merge code (never run on cache hits) is
+                // past the JIT's first tier too. Median of the per-round ratios (each round: ours, then HF).
+                for (int r = 0; r < 2; r++)
+                {
+                    var warmup = TokenizerLoader.Load(json);
+                    foreach (string t in texts) warmup.Encode(t, true);
+                }
+                var oursCold = new List<double>();
+                var hfCold = new List<double>();
+                var coldRatios = new List<double>();
+                for (int r = 0; r < ColdRepeats; r++)
                 {
                     var fresh = TokenizerLoader.Load(json);
                     var sw = System.Diagnostics.Stopwatch.StartNew();
                     foreach (string t in texts) fresh.Encode(t, true);
-                    cold.Add(sw.Elapsed.TotalSeconds);
+                    oursCold.Add(sw.Elapsed.TotalSeconds);
+                    using var freshHf = new Tokenizers.DotNet.Tokenizer(vocabPath: json);
+                    sw.Restart();
+                    foreach (string t in texts) freshHf.Encode(t);
+                    hfCold.Add(sw.Elapsed.TotalSeconds);
+                    coldRatios.Add(hfCold[^1] / oursCold[^1]);
                 }
-                cold.Sort();
-                double coldSeconds = cold[cold.Count / 2];
+                double oursColdSeconds = Median(oursCold), hfColdSeconds = Median(hfCold);
+                double oursWarmSeconds = Median(oursWarm), hfWarmSeconds = Median(hfWarm);
                 ctx.Report.Add("Tokenizers (one thread, per-text calls)", $"{name}: ours", new()
                 {
-                    ["tokens/s"] = oursTokens / coldSeconds, ["texts/s"] = texts.Count / coldSeconds,
-                    ["tokens/s (warm word cache)"] = oursTokens / to.MedianSeconds, ["texts differing from HF"] = mismatches,
+                    ["tokens/s (unseen text)"] = oursTokens / oursColdSeconds, ["texts/s (unseen text)"] = texts.Count / oursColdSeconds,
+                    ["tokens/s (warm cache)"] = oursTokens / oursWarmSeconds, ["texts differing from HF"] = mismatches,
                 });
                 ctx.Report.Add("Tokenizers (one thread, per-text calls)", $"{name}: HF Rust (Tokenizers.DotNet)", new()
                 {
-                    ["tokens/s"] = hfTokens / th.MedianSeconds, ["texts/s"] = texts.Count / th.MedianSeconds,
+                    ["tokens/s (unseen text)"] = hfTokens / hfColdSeconds, ["texts/s (unseen text)"] = texts.Count / hfColdSeconds,
+                    ["tokens/s (warm cache)"] = hfTokens / hfWarmSeconds,
                 });
-                ctx.Report.AddRatio($"tokenizer {name}: ours / HF", (oursTokens / coldSeconds) / (hfTokens / th.MedianSeconds),
-                    $"tokens/s on {texts.Count} unseen texts (fresh instance, cold word cache)", "regex pre-tokenisation + BPE merges (managed)");
-                ctx.Report.AddRatio($"tokenizer {name}: ours / HF, warm cache", (oursTokens / to.MedianSeconds) / (hfTokens / th.MedianSeconds),
-                    $"tokens/s re-encoding the same {texts.Count} texts", "per-word cache hits");
+                ctx.Report.AddRatio($"tokenizer {name}: ours / HF", Median(coldRatios),
+                    $"tokens/s on {texts.Count} unseen texts (first pass of fresh instances on both sides)", LimitedBy(name));
+                ctx.Report.AddRatio($"tokenizer {name}: ours / HF, warm cache", Median(warmRatios),
+                    $"tokens/s re-encoding the same {texts.Count} texts (both caches warm)", "per-word cache hits on both sides; HF caches whole short texts for llama2 (no pre-tokenizer)");
             }
         }
         finally
@@ -80,4 +109,17 @@ public static class TokenizerSection
         }
         if (!ctx.AssetsAvailable) ctx.Report.Notes.Add("qwen3/llama2 tokenizer comparison skipped: shared tokenizers folder not found.");
     }
+
+    private const int ColdRepeats = 7;
+
+    private static double Median(List<double> xs)
+    {
+        xs.Sort();
+        return xs[xs.Count / 2];
+    }
+
+    private static string LimitedBy(string name) =>
+        name.StartsWith("qwen3", StringComparison.Ordinal) ? "pre-tokenizer pipeline (split scanner, byte mapping, piece copies) + merge-table lookups of new words"
+        : name.StartsWith("llama2", StringComparison.Ordinal) ? "BPE merges of new ▁-words (merge-table lookups)"
+        : "WordPiece longest-match lookups";
 }

@@ -28,13 +28,16 @@ internal sealed class WordCache
     public const int MaxWordLength = 256;
 
     private readonly int _capacity;
-    private readonly ConcurrentDictionary<string, int[]> _map = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int[]> _map;
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _lookup;
     private int _count;
 
     public WordCache(int capacity)
     {
         _capacity = capacity;
+        // Start with room for a few thousand words: a first pass over text adds one per new word, and growing from
+        // the default 31 buckets re-hashes the map a dozen times on the way.
+        _map = new ConcurrentDictionary<string, int[]>(Environment.ProcessorCount, Math.Min(capacity, 8192), StringComparer.Ordinal);
         _lookup = _map.GetAlternateLookup<ReadOnlySpan<char>>();
     }
 
@@ -69,7 +72,7 @@ internal sealed class BpeModel : ITokenModel
     private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabLookup;
     private readonly string?[] _idToToken;
-    private readonly Dictionary<long, long> _merges; // (left id << 32 | right id) → (rank << 32 | merged id)
+    private readonly PairTable _merges; // (left id << 32 | right id) → (rank << 32 | merged id)
     private readonly int[] _charIds; // BMP char → id of the single-char token, -1 if none
     private readonly int[] _byteIds; // byte → id of <0xNN>, -1 if none
     private readonly int? _unkId;
@@ -110,7 +113,7 @@ internal sealed class BpeModel : ITokenModel
             _unkId = unk;
         }
 
-        _merges = new Dictionary<long, long>(merges.Count);
+        _merges = new PairTable(merges.Count);
         int prefixLength = _prefix?.Length ?? 0;
         for (int rank = 0; rank < merges.Count; rank++)
         {
@@ -121,7 +124,7 @@ internal sealed class BpeModel : ITokenModel
             if (!vocab.TryGetValue(merged, out int newId))
                 throw new UllmeException($"'{file}': merge #{rank} '{a} {b}' produces '{merged}', which is not in the vocabulary.");
             // A repeated pair keeps its last rank, as HF's map does.
-            _merges[((long)aId << 32) | (uint)bId] = ((long)rank << 32) | (uint)newId;
+            _merges.Set(((long)aId << 32) | (uint)bId, ((long)rank << 32) | (uint)newId);
         }
 
         _charIds = new int[65536];
@@ -254,7 +257,45 @@ internal sealed class BpeModel : ITokenModel
             // No unk token: HF silently drops the char.
         }
         if (pendingUnk >= 0) work.Ids[n++] = pendingUnk;
-        return n < 2 ? work.Ids.AsSpan(0, n).ToArray() : MergeAll(work, n);
+        if (n < 2) return work.Ids.AsSpan(0, n).ToArray();
+        return n <= SmallWord ? MergeSmall(work.Ids.AsSpan(0, n), work.Pairs) : MergeAll(work, n);
+    }
+
+    /// <summary>Up to this many symbols a word is merged by scanning for the best pair (tiny arrays, no heap).</summary>
+    private const int SmallWord = 48;
+
+    /// <summary>
+    /// The same merge order as <see cref="MergeAll"/> (lowest rank first, then leftmost; HF's heap order) on a short
+    /// word: keep the packed (rank, merged id) of every adjacent pair, take the minimum (the first one on a tie),
+    /// merge, close the gap and look up the two pairs that changed.
+    /// </summary>
+    private int[] MergeSmall(Span<int> ids, long[] pairBuffer)
+    {
+        int n = ids.Length;
+        Span<long> pairs = pairBuffer.AsSpan(0, n - 1);
+        for (int i = 0; i + 1 < n; i++) pairs[i] = _merges.Get(ids[i], ids[i + 1]);
+        while (n > 1)
+        {
+            int best = 0;
+            long bestValue = pairs[0];
+            for (int i = 1; i < n - 1; i++)
+            {
+                if (pairs[i] < bestValue)
+                {
+                    bestValue = pairs[i];
+                    best = i;
+                }
+            }
+            if (bestValue == long.MaxValue) break;
+            ids[best] = (int)bestValue;
+            // Remove symbol best+1 and pair best+1 (the pair best now joins the merged symbol and the next one).
+            ids[(best + 2)..n].CopyTo(ids[(best + 1)..]);
+            if (best + 2 < n - 1) pairs[(best + 2)..(n - 1)].CopyTo(pairs[(best + 1)..]);
+            n--;
+            if (best > 0) pairs[best - 1] = _merges.Get(ids[best - 1], ids[best]);
+            if (best + 1 < n) pairs[best] = _merges.Get(ids[best], ids[best + 1]);
+        }
+        return ids[..n].ToArray();
     }
 
     private bool TryAddBytes(ReadOnlySpan<char> s, BpeWork work, ref int n)
@@ -318,6 +359,7 @@ internal sealed class BpeModel : ITokenModel
         public int[] Prev = new int[64];
         public int[] Next = new int[64];
         public bool[] Alive = new bool[64];
+        public long[] Pairs = new long[64];
         public readonly PriorityQueue<(int Pos, int NewId), long> Queue = new();
 
         public void Reset(int capacity)
@@ -327,8 +369,79 @@ internal sealed class BpeModel : ITokenModel
             Prev = new int[capacity];
             Next = new int[capacity];
             Alive = new bool[capacity];
+            Pairs = new long[capacity];
         }
     }
+}
+
+/// <summary>
+/// Open-addressing hash map from a packed (left id, right id) pair to a packed (rank, merged id). .NET's
+/// <c>long.GetHashCode</c> is <c>low ^ high</c>, i.e. <c>left ^ right</c> here, and BPE merges are dense among small
+/// ids, so a <c>Dictionary&lt;long, long&gt;</c> gets long collision chains (qwen3: up to 444 merges share one hash)
+/// and every failed lookup walks them. A multiplicative (Fibonacci) hash with linear probing at load ≤ 0.5 keeps
+/// probes at one or two cache lines.
+/// </summary>
+internal sealed class PairTable
+{
+    private const long Empty = -1; // ids are non-negative, so no real key is -1
+    private readonly Entry[] _entries; // key and value side by side: one cache line per probe
+    private readonly int _shift;
+    private readonly int _mask;
+
+    private struct Entry
+    {
+        public long Key;
+        public long Value;
+    }
+
+    public PairTable(int count)
+    {
+        int bits = 4;
+        while ((1L << bits) < count + count / 2) bits++; // load factor ≤ 2/3
+        _entries = new Entry[1 << bits];
+        for (int i = 0; i < _entries.Length; i++) _entries[i].Key = Empty;
+        _shift = 64 - bits;
+        _mask = (1 << bits) - 1;
+    }
+
+    private int Slot(long key) => (int)((ulong)(key * unchecked((long)0x9E3779B97F4A7C15)) >> _shift);
+
+    /// <summary>Inserts or overwrites (a repeated pair keeps its last value, as HF's map does).</summary>
+    public void Set(long key, long value)
+    {
+        for (int i = Slot(key); ; i = (i + 1) & _mask)
+        {
+            ref Entry e = ref _entries[i];
+            if (e.Key == Empty || e.Key == key)
+            {
+                e.Key = key;
+                e.Value = value;
+                return;
+            }
+        }
+    }
+
+    public bool TryGetValue(long key, out long value)
+    {
+        Entry[] entries = _entries;
+        for (int i = Slot(key); ; i = (i + 1) & _mask)
+        {
+            ref Entry e = ref entries[i];
+            if (e.Key == key)
+            {
+                value = e.Value;
+                return true;
+            }
+            if (e.Key == Empty)
+            {
+                value = 0;
+                return false;
+            }
+        }
+    }
+
+    /// <summary>The packed (rank, merged id) of a pair, or <see cref="long.MaxValue"/> when the pair has no merge.</summary>
+    public long Get(int left, int right) => TryGetValue(((long)left << 32) | (uint)right, out long v) ? v : long.MaxValue;
 }
 
 /// <summary>

@@ -15,10 +15,15 @@ internal sealed class CodePointRegex
 {
     private readonly Regex _regex;
     private readonly char[] _representative = new char[32];
+    private readonly SplitPatternScanner? _scanner;
 
-    public CodePointRegex(string pattern)
+    /// <param name="pattern">The .NET regex.</param>
+    /// <param name="useScanner">Use a hand-written scanner when the pattern is one it implements (GPT-2 / Qwen2 /
+    /// Llama-3 splits); false forces the Regex (the tests compare the two).</param>
+    public CodePointRegex(string pattern, bool useScanner = true)
     {
         Pattern = pattern;
+        _scanner = useScanner ? SplitPatternScanner.TryCreate(pattern) : null;
         _regex = new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant);
         // One stand-in per general category: a non-ASCII BMP char that the pattern does not mention and whose case
         // forms are not ASCII, so only its category can influence the match.
@@ -40,6 +45,11 @@ internal sealed class CodePointRegex
     /// <summary>Appends the (start, end) offsets of every match in <paramref name="text"/> to <paramref name="matches"/>.</summary>
     public void FindMatches(ReadOnlySpan<char> text, List<(int Start, int End, bool IsMatch)> matches, EncodeScratch scratch)
     {
+        if (_scanner is not null)
+        {
+            _scanner.FindMatches(text, matches);
+            return;
+        }
         if (text.IndexOfAnyInRange('\uD800', '\uDFFF') < 0)
         {
             foreach (ValueMatch m in _regex.EnumerateMatches(text))
@@ -60,6 +70,179 @@ internal sealed class CodePointRegex
         foreach (ValueMatch m in _regex.EnumerateMatches(shadow[..n]))
             matches.Add((map[m.Index], map[m.Index + m.Length], true));
     }
+}
+
+/// <summary>
+/// The byte-level BPE split regexes, matched by hand: GPT-2's
+/// <c>'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+</c> and the Qwen2/Qwen3 (one digit) and
+/// Llama-3 (up to three digits) one,
+/// <c>(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+</c>.
+/// It gives exactly the matches <see cref="CodePointRegex"/> gets from .NET's backtracking Regex (per code point:
+/// first alternative that matches wins, greedy runs, the backtracking of <c>\s*[\r\n]+</c> and <c>\s+(?!\S)</c>
+/// written out), without the regex engine's per-match overhead. Every code point is matched by some alternative
+/// (letters, numbers, "other" = not space/letter/number, spaces), so the matches tile the text. Only these exact
+/// pattern strings are recognised; any other pattern runs on the Regex.
+/// </summary>
+internal sealed class SplitPatternScanner
+{
+    public const string Qwen2Pattern =
+        @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    public const string Llama3Pattern =
+        @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    private const byte Letter = 1, Number = 2, Space = 4;
+
+    /// <summary>Class flags of every BMP char: <c>\p{L}</c>, <c>\p{N}</c> (general category) and <c>\s</c> (.NET:
+    /// char.IsWhiteSpace, i.e. [\f\n\r\t\v\x85\p{Z}]). Surrogates are category Cs: none of them.</summary>
+    private static readonly byte[] s_flags = BuildFlags();
+
+    private readonly bool _gpt2;
+    private readonly int _maxDigits;
+
+    private SplitPatternScanner(bool gpt2, int maxDigits)
+    {
+        _gpt2 = gpt2;
+        _maxDigits = maxDigits;
+    }
+
+    public static SplitPatternScanner? TryCreate(string pattern) => pattern switch
+    {
+        ByteLevelPreTokenizer.Gpt2Pattern => new SplitPatternScanner(gpt2: true, maxDigits: int.MaxValue),
+        Qwen2Pattern => new SplitPatternScanner(gpt2: false, maxDigits: 1),
+        Llama3Pattern => new SplitPatternScanner(gpt2: false, maxDigits: 3),
+        _ => null,
+    };
+
+    private static byte[] BuildFlags()
+    {
+        var flags = new byte[65536];
+        for (int c = 0; c < 65536; c++)
+        {
+            char ch = (char)c;
+            flags[c] = (byte)(CategoryFlags(char.GetUnicodeCategory(ch)) & ~Space | (char.IsWhiteSpace(ch) ? Space : 0));
+        }
+        return flags;
+    }
+
+    private static byte CategoryFlags(UnicodeCategory cat) => cat switch
+    {
+        UnicodeCategory.UppercaseLetter or UnicodeCategory.LowercaseLetter or UnicodeCategory.TitlecaseLetter
+            or UnicodeCategory.ModifierLetter or UnicodeCategory.OtherLetter => Letter,
+        UnicodeCategory.DecimalDigitNumber or UnicodeCategory.LetterNumber or UnicodeCategory.OtherNumber => Number,
+        UnicodeCategory.SpaceSeparator or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator => Space,
+        _ => 0,
+    };
+
+    /// <summary>Flags of the code point at <paramref name="i"/>; a character outside the BMP counts by its category,
+    /// as <see cref="CodePointRegex"/>'s shadow string makes it.</summary>
+    private static int Flags(ReadOnlySpan<char> s, int i, out int width)
+    {
+        char c = s[i];
+        if (!char.IsHighSurrogate(c) || i + 1 >= s.Length || !char.IsLowSurrogate(s[i + 1]))
+        {
+            width = 1;
+            return s_flags[c];
+        }
+        width = 2;
+        return CategoryFlags(CharUnicodeInfo.GetUnicodeCategory(char.ConvertToUtf32(c, s[i + 1])));
+    }
+
+    /// <summary>End of the run of code points whose flags satisfy <paramref name="want"/> (any of them) starting at <paramref name="i"/>.</summary>
+    private static int RunOf(ReadOnlySpan<char> s, int i, int want)
+    {
+        while (i < s.Length && (Flags(s, i, out int w) & want) != 0) i += w;
+        return i;
+    }
+
+    /// <summary>End of the run of "other" code points (not \s, \p{L}, \p{N}) starting at <paramref name="i"/>.</summary>
+    private static int RunOfOther(ReadOnlySpan<char> s, int i)
+    {
+        while (i < s.Length && Flags(s, i, out int w) == 0) i += w;
+        return i;
+    }
+
+    public void FindMatches(ReadOnlySpan<char> text, List<(int Start, int End, bool IsMatch)> matches)
+    {
+        for (int i = 0; i < text.Length;)
+        {
+            int end = _gpt2 ? MatchGpt2(text, i) : MatchQwen2(text, i);
+            matches.Add((i, end, true));
+            i = end;
+        }
+    }
+
+    /// <summary>Length of the contraction <c>'s|'t|'re|'ve|'m|'ll|'d</c> at <paramref name="i"/> (0 if none).</summary>
+    private static int Contraction(ReadOnlySpan<char> s, int i, bool ignoreCase)
+    {
+        if (s[i] != '\'' || i + 1 >= s.Length) return 0;
+        int fold = ignoreCase ? 0x20 : 0; // ASCII letters only: .NET's invariant case folding adds no other char for these
+        int a = s[i + 1] | fold;
+        if (a is 's' or 't' or 'm' or 'd') return 2;
+        if (i + 2 >= s.Length) return 0;
+        int b = s[i + 2] | fold;
+        return (a is 'r' or 'v') && b == 'e' || a == 'l' && b == 'l' ? 3 : 0;
+    }
+
+    private int MatchQwen2(ReadOnlySpan<char> s, int i)
+    {
+        int k = Contraction(s, i, ignoreCase: true);
+        if (k > 0) return i + k;
+        char c0 = s[i];
+        int f0 = Flags(s, i, out int w0);
+        int j = i + w0;
+        // [^\r\n\p{L}\p{N}]?\p{L}+
+        if ((f0 & Letter) != 0) return RunOf(s, j, Letter);
+        if ((f0 & Number) == 0 && c0 != '\r' && c0 != '\n' && j < s.Length && (Flags(s, j, out _) & Letter) != 0)
+            return RunOf(s, j, Letter);
+        // \p{N} or \p{N}{1,3}
+        if ((f0 & Number) != 0)
+        {
+            for (int d = 1; d < _maxDigits && j < s.Length && (Flags(s, j, out int w) & Number) != 0; d++) j += w;
+            return j;
+        }
+        //  ?[^\s\p{L}\p{N}]+[\r\n]*
+        int p = f0 == 0 ? i : c0 == ' ' && j < s.Length && Flags(s, j, out _) == 0 ? j : -1;
+        if (p >= 0)
+        {
+            int e = RunOfOther(s, p);
+            while (e < s.Length && s[e] is '\r' or '\n') e++;
+            return e;
+        }
+        // c0 is a space. \s*[\r\n]+: the space run, given back down to just after its last \r or \n.
+        int spaceEnd = RunOf(s, i, Space);
+        int lastBreak = s[i..spaceEnd].LastIndexOfAny('\r', '\n');
+        if (lastBreak >= 0) return i + lastBreak + 1;
+        return SpaceTail(s, i, spaceEnd);
+    }
+
+    private static int MatchGpt2(ReadOnlySpan<char> s, int i)
+    {
+        int k = Contraction(s, i, ignoreCase: false);
+        if (k > 0) return i + k;
+        int f0 = Flags(s, i, out int w0);
+        int j = i + w0;
+        //  ?\p{L}+ |  ?\p{N}+ |  ?[^\s\p{L}\p{N}]+ : an optional leading space, then a run of one class.
+        int p = i, f = f0;
+        if (s[i] == ' ' && j < s.Length)
+        {
+            int f1 = Flags(s, j, out _);
+            if ((f1 & Space) == 0)
+            {
+                p = j;
+                f = f1;
+            }
+        }
+        if ((f & Letter) != 0) return RunOf(s, p, Letter);
+        if ((f & Number) != 0) return RunOf(s, p, Number);
+        if (f == 0) return RunOfOther(s, p);
+        return SpaceTail(s, i, RunOf(s, i, Space));
+    }
+
+    /// <summary><c>\s+(?!\S)|\s+</c> on the space run [i, spaceEnd): all of it at the end of the text, else all but
+    /// its last char (which then leads the next word) unless that leaves nothing.</summary>
+    private static int SpaceTail(ReadOnlySpan<char> s, int i, int spaceEnd) =>
+        spaceEnd == s.Length || spaceEnd - i == 1 ? spaceEnd : spaceEnd - 1;
 }
 
 /// <summary>How a split treats the matched delimiters (HF <c>SplitDelimiterBehavior</c>).</summary>

@@ -18,6 +18,7 @@ public sealed class HfVariantTests
         "cafe\u0301 café CAFÉ",
         "a-b--c - d 12-34 x_y",
         "▁already ▁prefixed",
+        "1234567 89 0.5 x2024y ١٢٣٤٥ ½¾ don'T WE'LL \r\n\r\n  \t 😀👍🏽 𝐀𝐁 e\u0301 ",
     ];
 
     private static IEnumerable<string> Texts => TokenizerTestData.Varied.Concat(ExtraTexts).Concat(TokenizerTestData.Real.Take(300));
@@ -85,6 +86,15 @@ public sealed class HfVariantTests
     public void Qwen3_ByteLevelWithPrefixSpaceAndGpt2Regex_EqualsHf() => AssertVariantEqualsHf(Qwen3, j =>
     {
         j["pre_tokenizer"] = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = true, ["use_regex"] = true };
+    });
+
+    /// <summary>Llama-3's split regex (numbers in runs of up to three digits), which our scanner implements.</summary>
+    [AssetFact]
+    public void Qwen3_WithLlama3SplitPattern_EqualsHf() => AssertVariantEqualsHf(Qwen3, j =>
+    {
+        var split = j["pre_tokenizer"]!["pretokenizers"]![0]!;
+        Assert.Equal(SplitPatternScanner.Qwen2Pattern, (string?)split["pattern"]!["Regex"]);
+        split["pattern"]!["Regex"] = SplitPatternScanner.Llama3Pattern;
     });
 
     [AssetFact]
