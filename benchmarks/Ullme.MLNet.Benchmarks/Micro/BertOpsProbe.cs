@@ -48,6 +48,20 @@ public static class BertOpsProbe
             return ms;
         }
         Time("backbone forward", () => { using var s = NewDisposeScope(); model.Backbone.Forward(ids, mask, AttentionMode.Bidirectional); }, gemmFlops);
+        if (model.Backbone is BertEncoder bert)
+        {
+            // The model's own modules (private fields, reached by reflection: this is a probe).
+            object Field(object o, string name) => o.GetType().GetField(name, System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(o)!;
+            var stack = (BertLayerStack)Field(bert, "encoder");
+            Tensor? kbias = zeros(b, 1, 1, t);
+            Time("6 x BertLayer.Forward (the model's layers)", () => { using var s = NewDisposeScope(); foreach (var layer in stack.layer) layer.Forward(x, kbias); }, gemmFlops);
+            var att = stack.layer.Select(l => (BertAttention)Field(l, "attention")).ToArray();
+            var mid = stack.layer.Select(l => (BertIntermediate)Field(l, "intermediate")).ToArray();
+            var outp = stack.layer.Select(l => (BertOutput)Field(l, "output")).ToArray();
+            Time("6 x BertAttention.Forward", () => { using var s = NewDisposeScope(); foreach (var a in att) a.Forward(x, kbias); });
+            Time("6 x BertIntermediate.Forward", () => { using var s = NewDisposeScope(); foreach (var a in mid) a.Forward(x); });
+            Time("6 x BertOutput.Forward", () => { using var s = NewDisposeScope(); foreach (var a in outp) a.Forward(inner, x); });
+        }
         Time("36 linears (3D input, as the model)", () =>
         {
             using var s = NewDisposeScope();
@@ -56,6 +70,17 @@ public static class BertOpsProbe
                 for (int k = 0; k < 4; k++) nn.functional.linear(x, wq, bias);
                 nn.functional.linear(x, wi, biasI);
                 nn.functional.linear(inner, wo, bias);
+            }
+        }, gemmFlops);
+        var perLayer = Enumerable.Range(0, Layers).Select(_ => (Q: Enumerable.Range(0, 4).Select(_ => randn(H, H)).ToArray(), I: randn(I, H), O: randn(H, I))).ToArray();
+        Time("36 linears (3D input, distinct weights per layer)", () =>
+        {
+            using var s = NewDisposeScope();
+            for (int l = 0; l < Layers; l++)
+            {
+                for (int k = 0; k < 4; k++) nn.functional.linear(x, perLayer[l].Q[k], bias);
+                nn.functional.linear(x, perLayer[l].I, biasI);
+                nn.functional.linear(inner, perLayer[l].O, bias);
             }
         }, gemmFlops);
         Time("36 linears (2D input)", () =>
@@ -70,6 +95,17 @@ public static class BertOpsProbe
             }
         }, gemmFlops);
         Time("6 x SDPA with [B,1,1,T] mask", () => { using var s = NewDisposeScope(); for (int l = 0; l < Layers; l++) nn.functional.scaled_dot_product_attention(q, q, q, kb); });
+        var qkvStrided = randn(b, t, H).view(b, t, Heads, H / Heads).transpose(1, 2);     // as the model feeds SDPA
+        Time("6 x SDPA, strided q/k/v (as the model), mask", () => { using var s = NewDisposeScope(); for (int l = 0; l < Layers; l++) nn.functional.scaled_dot_product_attention(qkvStrided, qkvStrided, qkvStrided, kb); });
+        var dropout = nn.Dropout(0.1); dropout.eval();
+        Time("18 x dropout (eval)", () => { using var s = NewDisposeScope(); for (int l = 0; l < 18; l++) dropout.forward(x); });
+        Time("embeddings + checks (backbone with 0 layers)", () =>
+        {
+            using var s = NewDisposeScope();
+            ids.min().item<long>(); ids.max().item<long>();
+            var keep = mask.to(ScalarType.Bool);
+            keep.all().item<bool>();
+        });
         Time("6 x SDPA without mask", () => { using var s = NewDisposeScope(); for (int l = 0; l < Layers; l++) nn.functional.scaled_dot_product_attention(q, q, q); });
         Time("6 x (gelu + 2 add + 2 layer_norm)", () =>
         {
