@@ -15,6 +15,8 @@ if (args.Length > 0 && args[0] == "probe-bert-ops")
     return Ullme.MLNet.Benchmarks.BertOpsProbe.Run(args[1..]);
 if (args.Length > 0 && args[0] == "probe-tokenizer")
     return Ullme.MLNet.Benchmarks.TokenizerProbe.Run(args[1..]);
+if (args.Length > 0 && args[0] == "train-config")
+    return Ullme.MLNet.Benchmarks.Sections.TrainingSection.RunConfig(args[1..]);
 if (args.Length > 0 && args[0] == "run")
     return BenchRunner.Run(args[1..]);
 Console.WriteLine("""

@@ -113,7 +113,7 @@ public static class MiniLmSection
                 }
             }, ctx.Budget, minRepeats: 2);
             var full = Timing.Measure(() => engine.Embed(texts, eo), ctx.Budget, minRepeats: 2);
-            var noOverlap = Timing.Measure(() => engine.Embed(texts, eo with { OverlapTokenization = false }), ctx.Budget, minRepeats: 2);
+            var overlapped = Timing.Measure(() => engine.Embed(texts, eo with { OverlapTokenization = true }), ctx.Budget, minRepeats: 2);
             var globalSort = Timing.Measure(() => engine.Embed(texts, eo with { SortWindow = 0 }), ctx.Budget, minRepeats: 2);
             var tokenizeOnly = Timing.Measure(() => { foreach (string t in texts) engine.Encode(t, eo); }, ctx.Budget, minRepeats: 2);
 
@@ -133,13 +133,13 @@ public static class MiniLmSection
             string section = $"Pipeline overhead (MiniLM float32, {setName})";
             r.Add(section, "bare backbone forward, pre-padded sorted batches", new() { ["seconds"] = bare.MedianSeconds, ["texts/s"] = texts.Count / bare.MedianSeconds });
             r.Add(section, "engine.Embed (tokenize, sort, batch, forward, pool, normalise)", new() { ["seconds"] = full.MedianSeconds, ["texts/s"] = texts.Count / full.MedianSeconds });
-            r.Add(section, "engine.Embed, tokenization not overlapped", new() { ["seconds"] = noOverlap.MedianSeconds, ["texts/s"] = texts.Count / noOverlap.MedianSeconds });
-            r.Add(section, "engine.Embed, whole input sorted at once (no window, no overlap)", new() { ["seconds"] = globalSort.MedianSeconds, ["texts/s"] = texts.Count / globalSort.MedianSeconds });
+            r.Add(section, "engine.Embed, tokenization overlapped (OverlapTokenization)", new() { ["seconds"] = overlapped.MedianSeconds, ["texts/s"] = texts.Count / overlapped.MedianSeconds });
+            r.Add(section, "engine.Embed, whole input sorted at once (no window)", new() { ["seconds"] = globalSort.MedianSeconds, ["texts/s"] = texts.Count / globalSort.MedianSeconds });
             r.Add(section, "tokenization alone (warm word cache)", new() { ["seconds"] = tokenizeOnly.MedianSeconds, ["texts/s"] = texts.Count / tokenizeOnly.MedianSeconds });
             r.Add(section, "ML.NET UllmeEmbed transform, cursor over IDataView", new() { ["seconds"] = viaMl.MedianSeconds, ["texts/s"] = texts.Count / viaMl.MedianSeconds },
                 "sorts within its read-ahead window (8 x batch), like the engine");
             r.AddRatio("pipeline overhead: engine.Embed / bare forward", full.MedianSeconds / bare.MedianSeconds, "time, same padded shapes", "tokenizer, pooling, host copies");
-            r.AddRatio("tokenization overlap: time without / with", noOverlap.MedianSeconds / full.MedianSeconds,
+            r.AddRatio("tokenization overlap: time without / with", full.MedianSeconds / overlapped.MedianSeconds,
                 $"engine.Embed, sort window {o.SortWindow} texts", "tokenization share of the time; cores left free by the forward");
             r.AddRatio("pipeline overhead: ML.NET IDataView / bare forward", viaMl.MedianSeconds / bare.MedianSeconds, "time; windowed sort pads more", "read-ahead window padding, cursor plumbing");
         }

@@ -15,7 +15,7 @@ public sealed record EmbeddingResult(float[][] Embeddings, long TokenCount, int 
 
 /// <summary>
 /// The one engine every surface calls (ML.NET transforms, IEmbeddingGenerator, CLI, evaluation, training
-/// evaluation): tokenization (overlapped with the model), length-sorted batching in bounded windows, the forward pass without autograd, pooling, normalisation,
+/// evaluation): tokenization (optionally overlapped with the model), length-sorted batching in bounded windows, the forward pass without autograd, pooling, normalisation,
 /// and causal log-likelihood scoring.
 /// <para>Thread-safe: tokenization runs on the caller's thread or a worker; forward passes are serialised (libtorch already
 /// uses every core inside one forward).</para>
@@ -106,7 +106,8 @@ public sealed partial class EmbeddingEngine
     /// The embedding loop. The input is cut into windows of <see cref="ResolvedEmbeddingOptions.SortWindow"/> texts;
     /// each window is tokenized by <paramref name="encodeWindow"/>(start, count), sorted longest first (similar
     /// lengths share a batch, so little padding; the largest batch runs first, so an out-of-memory shows up at once)
-    /// and run batch by batch. While the model runs on window k, window k + 1 is tokenized on a worker thread.
+    /// and run batch by batch. With <see cref="ResolvedEmbeddingOptions.OverlapTokenization"/>, window k + 1 is tokenized
+    /// on a worker thread while the model runs on window k.
     /// </summary>
     private EmbeddingResult EmbedWindows(int n, Func<int, int, EncodedText[]> encodeWindow, ResolvedEmbeddingOptions o,
         IProgress<EngineProgress>? progress, CancellationToken cancellationToken)
@@ -213,5 +214,5 @@ public sealed record ResolvedEmbeddingOptions(PoolingMode Pooling, AttentionMode
     public int SortWindow { get; init; } = int.MaxValue;
 
     /// <summary>Tokenize the next window while the model runs on the current one.</summary>
-    public bool OverlapTokenization { get; init; } = true;
+    public bool OverlapTokenization { get; init; }
 }

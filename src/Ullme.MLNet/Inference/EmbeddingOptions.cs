@@ -24,15 +24,20 @@ public sealed record EmbeddingOptions
 
     /// <summary>
     /// Texts sorted together by length before batching (bounded window): batches then hold texts of similar length,
-    /// so little compute goes to padding, while memory for token ids stays bounded and the next window is tokenized
-    /// while the current one runs through the model. Default: 8 × <see cref="BatchSize"/>; 0 sorts the whole input
+    /// so little compute goes to padding, while memory for token ids stays bounded (and, with
+    /// <see cref="OverlapTokenization"/>, the next window is tokenized while the current one runs through the model). Default: 8 × <see cref="BatchSize"/>; 0 sorts the whole input
     /// at once (least padding, no overlap).
     /// </summary>
     public int? SortWindow { get; init; }
 
-    /// <summary>Tokenize the next window on a worker thread while the model runs on the current one. Default true.
-    /// Worth turning off only when every core is already busy with the forward pass and tokenization is cheap.</summary>
-    public bool OverlapTokenization { get; init; } = true;
+    /// <summary>
+    /// Tokenize the next window on a worker thread while the model runs on the current one. Default false:
+    /// tokenization is under 1% of an embedding job with our tokenizers, so the measured gain is within noise, and
+    /// with TorchSharp 0.107 another thread's allocations during a forward can let the GC finalize a temporary
+    /// <c>Scalar</c> that libtorch is still reading (docs/training.md, "TorchSharp Scalar lifetime"). Worth turning on when
+    /// tokenization is a real share of the time (e.g. a fast GPU forward).
+    /// </summary>
+    public bool OverlapTokenization { get; init; }
 
     /// <summary>L2-normalise the result. Default true.</summary>
     public bool Normalize { get; init; } = true;

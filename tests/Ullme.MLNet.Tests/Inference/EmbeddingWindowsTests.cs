@@ -5,8 +5,8 @@ using Ullme.MLNet.Tests.MLNetIntegration;
 namespace Ullme.MLNet.Tests.Inference;
 
 /// <summary>
-/// The engine sorts texts by length inside bounded windows and tokenizes the next window while the model runs on the
-/// current one. None of that may change a single embedding or its row order, and errors and cancellation must still
+/// The engine sorts texts by length inside bounded windows and (optionally) tokenizes the next window while the model
+/// runs on the current one. None of that may change a single embedding or its row order, and errors and cancellation must still
 /// surface from the worker thread.
 /// </summary>
 [Collection(TorchCollection.Name)]
@@ -38,20 +38,22 @@ public sealed class EmbeddingWindowsTests
         var engine = new EmbeddingEngine(MLNetTestData.Default);
         var reports = new List<EngineProgress>();
         var progress = new SynchronousProgress<EngineProgress>(reports.Add);
-        engine.Embed(Texts, new EmbeddingOptions { BatchSize = 8, SortWindow = 16 }, progress);
+        engine.Embed(Texts, new EmbeddingOptions { BatchSize = 8, SortWindow = 16, OverlapTokenization = true }, progress);
         Assert.Equal(Texts.Count, reports[^1].Done);
         Assert.All(reports, r => Assert.Equal(Texts.Count, r.Total));
         Assert.Equal(reports.Select(r => r.Done).Order(), reports.Select(r => r.Done));
     }
 
-    [Fact]
-    public void NullTextInALaterWindowIsNamedByItsIndex()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void NullTextInALaterWindowIsNamedByItsIndex(bool overlap)
     {
         var engine = new EmbeddingEngine(MLNetTestData.Default);
         var texts = Texts.Select(t => (string?)t).ToList();
         texts[41] = null;
         var error = Assert.Throws<UllmeException>(() =>
-            engine.Embed(texts!, new EmbeddingOptions { BatchSize = 8, SortWindow = 16 }));
+            engine.Embed(texts!, new EmbeddingOptions { BatchSize = 8, SortWindow = 16, OverlapTokenization = overlap }));
         Assert.Contains("Text 41 is null", error.Message);
     }
 
@@ -63,7 +65,7 @@ public sealed class EmbeddingWindowsTests
         int reports = 0;
         var progress = new SynchronousProgress<EngineProgress>(_ => { if (++reports == 2) cts.Cancel(); });
         Assert.ThrowsAny<OperationCanceledException>(() =>
-            engine.Embed(Texts, new EmbeddingOptions { BatchSize = 8, SortWindow = 16 }, progress, cts.Token));
+            engine.Embed(Texts, new EmbeddingOptions { BatchSize = 8, SortWindow = 16, OverlapTokenization = true }, progress, cts.Token));
         Assert.Equal(2, reports);
     }
 
