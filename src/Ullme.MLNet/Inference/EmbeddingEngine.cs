@@ -113,7 +113,7 @@ public sealed partial class EmbeddingEngine
         IProgress<EngineProgress>? progress, CancellationToken cancellationToken)
     {
         var result = new float[n][];
-        int window = (int)Math.Min(o.SortWindow, Math.Max(n, 1));
+        int window = Math.Min(o.SortWindow, Math.Max(n, 1));
         long tokens = 0;
         int done = 0, truncated = 0;
         int dim = Model.EmbeddingDimension;

@@ -378,7 +378,7 @@ internal sealed class BpeModel : ITokenModel
 /// Open-addressing hash map from a packed (left id, right id) pair to a packed (rank, merged id). .NET's
 /// <c>long.GetHashCode</c> is <c>low ^ high</c>, i.e. <c>left ^ right</c> here, and BPE merges are dense among small
 /// ids, so a <c>Dictionary&lt;long, long&gt;</c> gets long collision chains (qwen3: up to 444 merges share one hash)
-/// and every failed lookup walks them. A multiplicative (Fibonacci) hash with linear probing at load ≤ 0.5 keeps
+/// and every failed lookup walks them. A multiplicative (Fibonacci) hash with linear probing at load ≤ 2/3 keeps
 /// probes at one or two cache lines.
 /// </summary>
 internal sealed class PairTable
