@@ -1,3 +1,4 @@
+using Ullme.MLNet.Evaluation.Learners;
 using Ullme.MLNet.Inference;
 
 namespace Ullme.MLNet.Evaluation;
@@ -33,6 +34,16 @@ public sealed class EvaluationContext
     public IProgress<EvaluationProgress>? Progress { get; init; }
 
     public CancellationToken CancellationToken { get; init; }
+
+    /// <summary>The learners of the Classification and Clustering tasks; by default ML.NET's, from the
+    /// <c>Ullme.MLNet</c> package (<see cref="EvaluationLearners.Default"/>, looked up when first needed).</summary>
+    public EvaluationLearners Learners
+    {
+        get => learners ?? EvaluationLearners.Default;
+        init => learners = value;
+    }
+
+    private readonly EvaluationLearners? learners;
 
     /// <summary>Position of the current task in the run, for progress reports.</summary>
     internal int TaskIndex { get; set; }

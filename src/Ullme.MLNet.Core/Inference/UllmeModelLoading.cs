@@ -38,8 +38,7 @@ public sealed partial class UllmeModel
         string modelId;
         if (string.IsNullOrWhiteSpace(modelPathOrDefault) || modelPathOrDefault == DefaultModelName)
         {
-            folder = DefaultModel.EnsureFolder();
-            modelId = DefaultModel.HuggingFaceId;
+            (folder, modelId) = DefaultModelLocator.EnsureFolder();
         }
         else
         {

@@ -1,6 +1,5 @@
 using Microsoft.Extensions.AI;
 using Ullme.MLNet.Inference;
-using Ullme.MLNet.Transforms;
 
 namespace Ullme.MLNet.Extensions.AI;
 

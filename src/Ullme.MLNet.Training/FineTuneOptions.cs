@@ -1,3 +1,4 @@
+using Ullme.MLNet.Inference;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;

