@@ -99,11 +99,11 @@ public sealed class HostileModelFolderTests(Xunit.Abstractions.ITestOutputHelper
     public static TheoryData<string, string, string> ConfigCases => new()
     {
         // case, JSON members spliced over the valid config, what the message must name
-        { "layers 1e6", """{"num_hidden_layers": 1000000}""", "\"num_hidden_layers\" is 1,000,000" },
-        { "hidden 1e9", """{"hidden_size": 1000000000}""", "\"hidden_size\" is 1,000,000,000" },
-        { "intermediate 1e9", """{"intermediate_size": 1000000000}""", "\"intermediate_size\" is 1,000,000,000" },
+        { "layers 1e6", """{"num_hidden_layers": 1000000}""", "\"num_hidden_layers\" is 1,000,000, more than the 4,096 a real model has" },
+        { "hidden 1e9", """{"hidden_size": 1000000000}""", "\"hidden_size\" is 1,000,000,000, more than the 131,072" },
+        { "intermediate 1e9", """{"intermediate_size": 1000000000}""", "\"intermediate_size\" is 1,000,000,000, more than the 1,048,576" },
         { "vocab 1e12", """{"vocab_size": 1000000000000}""", "field \"vocab_size\" is 1000000000000, but it must be a 32-bit integer" },
-        { "vocab 1e7 (within int)", """{"vocab_size": 100000000}""", "\"vocab_size\" is 100,000,000" },
+        { "vocab 1e7 (within int)", """{"vocab_size": 100000000}""", "\"vocab_size\" is 100,000,000, more than the 16,777,216" },
         { "negative hidden", """{"hidden_size": -32}""", "\"hidden_size\" is missing or not positive (got -32)" },
         { "layers as text", """{"num_hidden_layers": "abc"}""", "field \"num_hidden_layers\" is \"abc\"" },
         { "architectures not a list", """{"architectures": 5}""", "field \"architectures\" is 5, but it must be a list of strings" },
