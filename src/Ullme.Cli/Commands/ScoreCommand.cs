@@ -82,7 +82,7 @@ internal static class ScoreCommand
         for (int i = 0; i < r.TokenLogProbs.Length; i++)
         {
             if (i > 0) sb.Append(',');
-            sb.Append(r.TokenLogProbs[i].ToString("R", CultureInfo.InvariantCulture));
+            sb.Append(Number(r.TokenLogProbs[i])); // JSON has no NaN/Infinity: null, like sum and mean
         }
         sb.Append("],\"sum\":").Append(Number(r.Sum)).Append(",\"mean\":").Append(Number(r.Mean)).Append('}');
         return sb.ToString();

@@ -47,8 +47,21 @@ internal sealed class EmbeddingWriter
         _stream.Write(Encoding.ASCII.GetBytes(header));
     }
 
+    private long _row;
+
+    /// <summary>Appends one row. A <c>.jsonl</c> row with a NaN or infinite value is refused (JSON has no such
+    /// numbers): the command fails and, as outputs are written atomically, leaves no file.</summary>
+    /// <exception cref="UllmeException">A value of the row is not finite (.jsonl only).</exception>
     public void Write(float[] embedding)
     {
+        long row = _row++;
+        if (!_npy)
+        {
+            int bad = Array.FindIndex(embedding, v => !float.IsFinite(v));
+            if (bad >= 0)
+                throw new UllmeException($"Embedding of input row {row + 1} has the non-finite value {embedding[bad].ToString(CultureInfo.InvariantCulture)} at dimension {bad}, " +
+                    "which JSON cannot hold; nothing was written. The model or its dtype overflows on this input (try --dtype float32).");
+        }
         if (_npy)
         {
             foreach (float v in embedding)

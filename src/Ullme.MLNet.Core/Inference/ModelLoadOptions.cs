@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Ullme.MLNet.Modeling;
 
 namespace Ullme.MLNet.Inference;
@@ -15,4 +16,13 @@ public sealed record ModelLoadOptions
     /// Process-wide: applied through <see cref="UllmeRuntime.SetThreads"/> when the model loads. One thread is often
     /// faster on a shared or oversubscribed machine.</summary>
     public int? Threads { get; init; }
+
+    /// <summary>False (default): a weight tensor holding NaN or infinite values is refused at load with an error
+    /// naming the tensor (it would make every embedding NaN). True: such weights are loaded, with a warning naming
+    /// each tensor through <see cref="Logger"/>.</summary>
+    public bool AllowNonFiniteWeights { get; init; }
+
+    /// <summary>Where loading reports warnings (e.g. non-finite weights allowed by
+    /// <see cref="AllowNonFiniteWeights"/>); null = nowhere.</summary>
+    public ILogger? Logger { get; init; }
 }

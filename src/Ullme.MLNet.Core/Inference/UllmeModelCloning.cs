@@ -22,7 +22,7 @@ public sealed partial class UllmeModel
             var tensors = new Dictionary<string, Tensor>();
             foreach (var (name, tensor) in Backbone.state_dict())
                 tensors[name] = tensor.detach();
-            CheckpointLoader.LoadStateDict(backbone, tensors, $"in-memory model '{ModelId}'", ScalarType, Device);
+            CheckpointLoader.LoadStateDict(backbone, tensors, $"in-memory model '{ModelId}'", ScalarType, Device, WeightChecks.None);
             backbone.eval();
         }
         catch (UllmeException e) when (Backbone.named_parameters().Any(p => p.name.Contains(".lora_", StringComparison.Ordinal)))

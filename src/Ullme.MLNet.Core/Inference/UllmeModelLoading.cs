@@ -51,12 +51,23 @@ public sealed partial class UllmeModel
 
         var device = DeviceSelector.Parse(options.Device);
         var dtype = DeviceSelector.ToScalarType(options.DType);
+        // Everything a stranger's folder could get wrong is checked before anything large is allocated: the config
+        // (sizes, numbers), the settings files, the weights' headers against the config, and the memory needed.
         var config = ModelConfig.Load(folder);
+        var plan = ModelPlan.For(config);
+        var defaults = ReadDefaults(folder, config);
+        using var checkpoint = CheckpointLoader.Open(folder);
+        plan.CheckAgainst(checkpoint.Headers, checkpoint.Description);
+        if (device.type == DeviceType.CPU)
+        {
+            var (available, source) = ModelPlan.AvailableMemory();
+            plan.CheckMemory(dtype, checkpoint.LargestTensorBytes, available, source);
+        }
         var tokenizer = TokenizerLoader.Load(folder);
         var backbone = BackboneFactory.CreateForLoading(config, dtype, device);
         try
         {
-            CheckpointLoader.Load(backbone, folder, dtype, device);
+            CheckpointLoader.Load(backbone, checkpoint, dtype, device, new WeightChecks(options.AllowNonFiniteWeights, options.Logger));
             backbone.eval();
         }
         catch
@@ -64,7 +75,6 @@ public sealed partial class UllmeModel
             backbone.Dispose();
             throw;
         }
-        var defaults = ReadDefaults(folder, config);
         return new UllmeModel(config, tokenizer, backbone, defaults, options, modelId, folder, device, dtype);
     }
 
@@ -148,33 +158,125 @@ public sealed partial class UllmeModel
             ? (config.MaxPositionEmbeddings > 0 ? config.MaxPositionEmbeddings : 512)
             : Math.Min(config.MaxPositionEmbeddings > 0 ? config.MaxPositionEmbeddings : DecoderDefaultMaxLength, DecoderDefaultMaxLength);
 
-        var modules = ReadJson(folder, "modules.json") as JsonArray;
+        string modulesFile = Path.Combine(folder, "modules.json");
+        var modules = ReadJson(folder, "modules.json");
         if (modules is not null)
         {
-            normalize = modules.Any(m => (m?["type"]?.GetValue<string>() ?? "").EndsWith(".Normalize", StringComparison.Ordinal));
-            var poolingModule = modules.FirstOrDefault(m => (m?["type"]?.GetValue<string>() ?? "").EndsWith(".Pooling", StringComparison.Ordinal));
-            string poolingPath = poolingModule?["path"]?.GetValue<string>() ?? "1_Pooling";
-            if (ReadJson(Path.Combine(folder, poolingPath), "config.json") is JsonObject p)
+            if (modules is not JsonArray list)
+                throw new UllmeException($"'{modulesFile}' must hold a JSON array of modules, not {Kind(modules)}.");
+            var types = new List<(string Type, JsonObject Module)>();
+            for (int i = 0; i < list.Count; i++)
             {
-                if (Flag(p, "pooling_mode_cls_token")) pooling = PoolingMode.FirstToken;
-                else if (Flag(p, "pooling_mode_lasttoken")) pooling = PoolingMode.LastToken;
-                else if (Flag(p, "pooling_mode_weightedmean_tokens")) pooling = PoolingMode.WeightedMean;
-                else if (Flag(p, "pooling_mode_mean_tokens")) pooling = PoolingMode.Mean;
+                if (list[i] is not JsonObject module)
+                    throw new UllmeException($"'{modulesFile}': entry {i} must be a JSON object, not {Kind(list[i])}.");
+                types.Add((Str(module, "type", modulesFile, $"[{i}].type") ?? "", module));
+            }
+            normalize = types.Any(m => m.Type.EndsWith(".Normalize", StringComparison.Ordinal));
+            var poolingModule = types.FirstOrDefault(m => m.Type.EndsWith(".Pooling", StringComparison.Ordinal));
+            string poolingPath = (poolingModule.Module is null ? null : Str(poolingModule.Module, "path", modulesFile, $"[{types.IndexOf(poolingModule)}].path")) ?? "1_Pooling";
+            string root = Path.GetFullPath(folder) + Path.DirectorySeparatorChar;
+            if (Path.IsPathRooted(poolingPath) || !Path.GetFullPath(Path.Combine(folder, poolingPath, "config.json")).StartsWith(root, StringComparison.Ordinal))
+                throw new UllmeException($"'{modulesFile}': the pooling module's \"path\" '{poolingPath}' lies outside the model folder.");
+            string poolingFile = Path.Combine(folder, poolingPath, "config.json");
+            switch (ReadJson(Path.Combine(folder, poolingPath), "config.json"))
+            {
+                case null: break;
+                case JsonObject p:
+                    if (Flag(p, "pooling_mode_cls_token", poolingFile)) pooling = PoolingMode.FirstToken;
+                    else if (Flag(p, "pooling_mode_lasttoken", poolingFile)) pooling = PoolingMode.LastToken;
+                    else if (Flag(p, "pooling_mode_weightedmean_tokens", poolingFile)) pooling = PoolingMode.WeightedMean;
+                    else if (Flag(p, "pooling_mode_mean_tokens", poolingFile)) pooling = PoolingMode.Mean;
+                    break;
+                case var other:
+                    throw new UllmeException($"'{poolingFile}' must hold a JSON object, not {Kind(other)}.");
             }
         }
-        if (ReadJson(folder, "sentence_bert_config.json") is JsonObject sb && sb["max_seq_length"] is JsonValue msl)
-            maxLength = msl.GetValue<int>();
-        if (ReadJson(folder, "ullme.json") is JsonObject u)
+        string sbFile = Path.Combine(folder, "sentence_bert_config.json");
+        switch (ReadJson(folder, "sentence_bert_config.json"))
         {
-            if (u["pooling"] is JsonValue pv) pooling = Pooler.Parse(pv.GetValue<string>());
-            if (u["attention"] is JsonValue av) attention = ParseAttention(av.GetValue<string>());
-            if (u["normalize"] is JsonValue nv) normalize = nv.GetValue<bool>();
-            if (u["max_length"] is JsonValue mv) maxLength = mv.GetValue<int>();
+            case null: break;
+            case JsonObject sb:
+                if (Int(sb, "max_seq_length", sbFile) is int msl) maxLength = msl;
+                break;
+            case var other:
+                throw new UllmeException($"'{sbFile}' must hold a JSON object, not {Kind(other)}.");
+        }
+        string uFile = Path.Combine(folder, "ullme.json");
+        switch (ReadJson(folder, "ullme.json"))
+        {
+            case null: break;
+            case JsonObject u:
+                try
+                {
+                    if (Str(u, "pooling", uFile) is string pv) pooling = Pooler.Parse(pv);
+                    if (Str(u, "attention", uFile) is string av) attention = ParseAttention(av);
+                }
+                catch (UllmeException e) when (!e.Message.StartsWith($"'{uFile}'", StringComparison.Ordinal))
+                {
+                    throw new UllmeException($"'{uFile}': {e.Message}", e);
+                }
+                if (u["normalize"] is not null) normalize = Flag(u, "normalize", uFile);
+                if (Int(u, "max_length", uFile) is int ml) maxLength = ml;
+                break;
+            case var other:
+                throw new UllmeException($"'{uFile}' must hold a JSON object, not {Kind(other)}.");
         }
         if (config.IsEncoder) attention = AttentionMode.Bidirectional;
         return new EmbeddingDefaults(pooling, attention, normalize, maxLength);
+    }
 
-        static bool Flag(JsonObject o, string name) => o[name] is JsonValue v && v.TryGetValue<bool>(out bool b) && b;
+    private static string Kind(JsonNode? node) => node switch
+    {
+        null => "null",
+        JsonObject => "an object",
+        JsonArray => "an array",
+        JsonValue v => v.GetValueKind() switch
+        {
+            JsonValueKind.String => $"the string {Shown(v)}",
+            JsonValueKind.Number => $"the number {Shown(v)}",
+            JsonValueKind.True or JsonValueKind.False => $"{Shown(v)}",
+            _ => Shown(v),
+        },
+        _ => Shown(node),
+    };
+
+    private static string Shown(JsonNode node)
+    {
+        string text = node.ToJsonString();
+        return text.Length > 60 ? text[..60] + "…" : text;
+    }
+
+    /// <summary>A string field, or null when absent / null; anything else is an error naming file and field.</summary>
+    private static string? Str(JsonObject o, string name, string file, string? shownName = null)
+    {
+        var node = o[name];
+        if (node is null) return null;
+        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.String) return v.GetValue<string>();
+        throw new UllmeException($"'{file}': \"{shownName ?? name}\" must be a string, not {Kind(node)}.");
+    }
+
+    /// <summary>A true/false field (absent or null = false); anything else is an error naming file and field.</summary>
+    private static bool Flag(JsonObject o, string name, string file)
+    {
+        var node = o[name];
+        if (node is null) return false;
+        if (node is JsonValue v && v.GetValueKind() is JsonValueKind.True or JsonValueKind.False) return v.GetValue<bool>();
+        throw new UllmeException($"'{file}': \"{name}\" must be true or false, not {Kind(node)}.");
+    }
+
+    /// <summary>A positive 32-bit length (absent or null = null); anything else is an error naming file and field.</summary>
+    private static int? Int(JsonObject o, string name, string file)
+    {
+        var node = o[name];
+        if (node is null) return null;
+        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<int>(out int i))
+        {
+            if (i < 1) throw new UllmeException($"'{file}': \"{name}\" must be a positive number of tokens, not {i}.");
+            return i;
+        }
+        if (node is JsonValue d && d.GetValueKind() == JsonValueKind.Number && d.TryGetValue<double>(out double x) && x == Math.Floor(x) && x >= 1)
+            throw new UllmeException($"'{file}': \"{name}\" is {Shown(node)}, more tokens than a 32-bit count holds.");
+        throw new UllmeException($"'{file}': \"{name}\" must be a positive whole number of tokens, not {Kind(node)}.");
     }
 
     /// <summary>Parses "bidirectional" / "causal".</summary>
@@ -188,10 +290,12 @@ public sealed partial class UllmeModel
     private static JsonNode? ReadJson(string folder, string file)
     {
         string path = Path.Combine(folder, file);
-        if (!File.Exists(path)) return null;
+        if (!IO.ModelFileGuard.Exists(path, IO.ModelFileGuard.ConfigFileMaxBytes)) return null;
+        byte[] bytes = IO.ModelFileGuard.ReadAllBytes(path, IO.ModelFileGuard.ConfigFileMaxBytes);
         try
         {
-            return JsonNode.Parse(File.ReadAllText(path));
+            return JsonNode.Parse(bytes, documentOptions: new JsonDocumentOptions { MaxDepth = IO.ModelFileGuard.ConfigMaxDepth, AllowTrailingCommas = true })
+                ?? throw new UllmeException($"'{path}' holds JSON null, not settings.");
         }
         catch (JsonException e)
         {

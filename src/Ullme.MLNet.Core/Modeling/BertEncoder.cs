@@ -98,14 +98,19 @@ public sealed class BertEncoder : EmbeddingBackbone
     public override bool SupportsCausal => false;
 
     /// <summary>Strips the <c>bert.</c> prefix that <c>BertModel</c> wrappers (<c>BertForMaskedLM</c>, ...) add.</summary>
-    public override string MapCheckpointKey(string key) =>
+    public override string MapCheckpointKey(string key) => MapKey(key);
+
+    internal static string MapKey(string key) =>
         key.StartsWith("bert.", StringComparison.Ordinal) ? key["bert.".Length..] : key;
 
     /// <summary>The pooler, the MLM/NSP heads (<c>cls.*</c>) and the position/token-type id buffers are not
     /// parameters here.</summary>
-    public override bool IsIgnorableCheckpointKey(string key)
+    public override bool IsIgnorableCheckpointKey(string key) => IsIgnorableKey(key);
+
+    /// <summary><see cref="IsIgnorableCheckpointKey"/> before the module exists (see <see cref="ModelPlan"/>).</summary>
+    internal static bool IsIgnorableKey(string key)
     {
-        key = MapCheckpointKey(key);
+        key = MapKey(key);
         return key.StartsWith("pooler.", StringComparison.Ordinal)
             || key.StartsWith("cls.", StringComparison.Ordinal)
             || key is "embeddings.position_ids" or "embeddings.token_type_ids";

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.Extensions.Logging;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -35,40 +36,52 @@ public static class CheckpointLoader
     /// </summary>
     /// <exception cref="UllmeException">Files missing or malformed, or names/shapes that do not match the model.
     /// The module may then be partially loaded and should be disposed.</exception>
+    /// <exception cref="UllmeException">A tensor holds NaN or infinite values (the tensor is named).</exception>
     public static void Load(EmbeddingBackbone module, string folder, ScalarType dtype, Device device)
     {
         ArgumentNullException.ThrowIfNull(module);
+        using var checkpoint = Open(folder);
+        Load(module, checkpoint, dtype, device, WeightChecks.Default);
+    }
+
+    /// <summary>Opens the checkpoint of a folder and validates its headers, reading no tensor data: the caller can
+    /// check the tensors' names and shapes (<see cref="OpenedCheckpoint.Headers"/>) before building a module.</summary>
+    internal static OpenedCheckpoint Open(string folder)
+    {
         var files = OpenCheckpoint(folder);
-        try
+        string description = files.Count == 1 ? $"'{files[0].File.Path}'" : $"the {files.Count} shards of '{System.IO.Path.Combine(folder, IndexFileName)}'";
+        return new OpenedCheckpoint(files, description);
+    }
+
+    /// <summary>Loads an <see cref="Open"/>ed checkpoint into <paramref name="module"/>.</summary>
+    internal static void Load(EmbeddingBackbone module, OpenedCheckpoint checkpoint, ScalarType dtype, Device device, WeightChecks checks)
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        var sources = new List<Source>();
+        foreach (var (file, names) in checkpoint.Files)
         {
-            var sources = new List<Source>();
-            foreach (var (file, names) in files)
+            foreach (var name in names)
             {
-                foreach (var name in names)
-                {
-                    var info = file.Tensors[name];
-                    sources.Add(new Source(name, info.Shape, info.ScalarType, file.Path, () => file.Read(name), t => file.ReadInto(name, t)));
-                }
+                var info = file.Tensors[name];
+                sources.Add(new Source(name, info.Shape, info.ScalarType, file.Path, () => file.Read(name), t => file.ReadInto(name, t)));
             }
-            string description = files.Count == 1 ? $"'{files[0].File.Path}'" : $"the {files.Count} shards of '{System.IO.Path.Combine(folder, IndexFileName)}'";
-            LoadCore(module, sources, description, dtype, device);
         }
-        finally
-        {
-            foreach (var (file, _) in files) file.Dispose();
-        }
+        LoadCore(module, sources, checkpoint.Description, dtype, device, checks);
     }
 
     /// <summary>
-    /// Same as <see cref="Load"/> but from tensors already in memory (e.g. weights converted from another format).
+    /// Same as <see cref="Load(EmbeddingBackbone, string, ScalarType, Device)"/> but from tensors already in memory (e.g. weights converted from another format).
     /// <paramref name="source"/> names their origin in error messages. The tensors are not disposed.
     /// </summary>
-    public static void LoadStateDict(EmbeddingBackbone module, IReadOnlyDictionary<string, Tensor> tensors, string source, ScalarType dtype, Device device)
+    public static void LoadStateDict(EmbeddingBackbone module, IReadOnlyDictionary<string, Tensor> tensors, string source, ScalarType dtype, Device device) =>
+        LoadStateDict(module, tensors, source, dtype, device, WeightChecks.Default);
+
+    internal static void LoadStateDict(EmbeddingBackbone module, IReadOnlyDictionary<string, Tensor> tensors, string source, ScalarType dtype, Device device, WeightChecks checks)
     {
         ArgumentNullException.ThrowIfNull(module);
         ArgumentNullException.ThrowIfNull(tensors);
         var sources = tensors.Select(kv => new Source(kv.Key, kv.Value.shape, kv.Value.dtype, source, () => kv.Value, null)).ToList();
-        LoadCore(module, sources, $"'{source}'", dtype, device);
+        LoadCore(module, sources, $"'{source}'", dtype, device, checks);
     }
 
     /// <summary>One checkpoint tensor: its key, shape, stored dtype and file, and how to read it (a tensor created
@@ -76,7 +89,7 @@ public static class CheckpointLoader
     /// <paramref name="ReadInto"/>, when set, fills a same-dtype CPU tensor in place without a temporary.</summary>
     private sealed record Source(string Key, long[] Shape, ScalarType DType, string File, Func<Tensor> Read, Action<Tensor>? ReadInto);
 
-    private static void LoadCore(EmbeddingBackbone module, List<Source> sources, string description, ScalarType dtype, Device device)
+    private static void LoadCore(EmbeddingBackbone module, List<Source> sources, string description, ScalarType dtype, Device device, WeightChecks checks)
     {
         if (!SafeTensorsDType.IsFloating(dtype))
             throw new ArgumentException($"Model dtype must be a floating type, not {dtype}.", nameof(dtype));
@@ -131,7 +144,7 @@ public static class CheckpointLoader
 
         problems.ThrowIfAny(module.GetType().Name, description);
 
-        CopyIntoModule(plan, expected);
+        CopyIntoModule(plan, expected, checks);
     }
 
     /// <summary>
@@ -139,7 +152,7 @@ public static class CheckpointLoader
     /// (on CPU) is read straight into the parameter. Otherwise it is read into a scratch buffer of its stored dtype,
     /// reused across tensors (fresh multi-MB allocations cost page faults on every tensor), and copy_ converts it.
     /// </summary>
-    private static void CopyIntoModule(List<(Source Source, string Name)> plan, Dictionary<string, Tensor> expected)
+    private static void CopyIntoModule(List<(Source Source, string Name)> plan, Dictionary<string, Tensor> expected, WeightChecks checks)
     {
         static bool InPlace(Source s, Tensor target) =>
             s.ReadInto is not null && target.device_type == DeviceType.CPU && target.dtype == s.DType && target.is_contiguous();
@@ -165,6 +178,7 @@ public static class CheckpointLoader
                     if (InPlace(s, target))
                     {
                         s.ReadInto!(target); // bytes go straight into the parameter: no temporary, no extra copy
+                        CheckFinite(target, s, checks);
                         continue;
                     }
                     Tensor value;
@@ -183,6 +197,7 @@ public static class CheckpointLoader
                         value = s.Read();
                     }
                     target.copy_(value); // converts dtype and device; keeps the Parameter object
+                    CheckFinite(target, s, checks);
                 }
                 catch (Exception e) when (e is not UllmeException)
                 {
@@ -195,6 +210,36 @@ public static class CheckpointLoader
             foreach (var t in scratch.Values) t.Dispose();
         }
     }
+
+    /// <summary>
+    /// Refuses (or, when the caller allows it, logs a warning about) a loaded tensor holding NaN or infinite values:
+    /// they would make every embedding NaN without a word. Checked a chunk at a time (a bool temporary of at most
+    /// <see cref="FiniteCheckChunk"/> elements), once per tensor right after its copy.
+    /// </summary>
+    private static void CheckFinite(Tensor target, Source s, WeightChecks checks)
+    {
+        if (!checks.CheckFinite || !target.is_floating_point() || target.numel() == 0) return;
+        using var scope = torch.NewDisposeScope();
+        Tensor flat = target.is_contiguous() ? target.view(-1) : target.reshape(-1);
+        long total = flat.numel();
+        long bad = 0, nan = 0;
+        for (long start = 0; start < total; start += FiniteCheckChunk)
+        {
+            using var inner = torch.NewDisposeScope();
+            Tensor part = flat.narrow(0, start, Math.Min(FiniteCheckChunk, total - start));
+            if (part.isfinite().all().item<bool>()) continue;
+            bad += part.isfinite().logical_not().sum().item<long>();
+            nan += part.isnan().sum().item<long>();
+        }
+        if (bad == 0) return;
+        string what = $"tensor '{s.Key}' in '{s.File}' holds {bad:N0} non-finite values ({nan:N0} NaN, {bad - nan:N0} infinite) of {total:N0}";
+        if (!checks.AllowNonFinite)
+            throw new UllmeException($"The weights are damaged: {what}; every embedding would be NaN. (Set ModelLoadOptions.AllowNonFiniteWeights to load them anyway.)");
+        checks.Logger?.LogWarning("Loading non-finite weights as allowed: {What}.", what);
+    }
+
+    /// <summary>Elements checked per step by <see cref="CheckFinite"/>.</summary>
+    private const long FiniteCheckChunk = 1L << 24;
 
     /// <summary>Identifies the memory a tensor views, so tied parameters (several names, one tensor) are recognised
     /// even when each name wraps its own Tensor object.</summary>
@@ -218,17 +263,22 @@ public static class CheckpointLoader
 
         string single = System.IO.Path.Combine(folder, SingleFileName);
         string index = System.IO.Path.Combine(folder, IndexFileName);
-        if (File.Exists(single))
+        if (IO.ModelFileGuard.Exists(single, IO.ModelFileGuard.Unbounded))
         {
             var file = SafeTensorsFile.Open(single);
             return [(file, file.Tensors.Keys.ToList())];
         }
-        if (!File.Exists(index))
+        if (!IO.ModelFileGuard.Exists(index, IO.ModelFileGuard.ConfigFileMaxBytes))
         {
             var present = Directory.EnumerateFiles(folder).Select(System.IO.Path.GetFileName)
-                .Where(n => n is not null && (n.EndsWith(".safetensors", StringComparison.Ordinal) || n.EndsWith(".bin", StringComparison.Ordinal) || n.EndsWith(".pt", StringComparison.Ordinal) || n.EndsWith(".gguf", StringComparison.Ordinal)))
-                .Take(5).ToList();
+                .Where(n => n is not null && (n.EndsWith(".safetensors", StringComparison.Ordinal) || n.EndsWith(".gguf", StringComparison.Ordinal) || IsPickle(n)))
+                .Order(StringComparer.Ordinal).Take(5).ToList();
             string found = present.Count == 0 ? "no weight files at all" : "only " + string.Join(", ", present.Select(p => $"'{p}'"));
+            if (present.Any(n => IsPickle(n!)))
+                throw new UllmeException($"No {SingleFileName} or {IndexFileName} in '{folder}' (found {found}). PyTorch pickle checkpoints " +
+                    "(pytorch_model.bin, *.pt, *.pth, *.ckpt) are never loaded: unpickling runs whatever code the file holds. Convert the model to safetensors, " +
+                    "e.g. python -c \"from transformers import AutoModel; AutoModel.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\" " +
+                    "or python -c \"import torch; from safetensors.torch import save_file; save_file(torch.load('DIR/pytorch_model.bin', weights_only=True), 'DIR/model.safetensors')\".");
             throw new UllmeException($"No {SingleFileName} or {IndexFileName} in '{folder}' (found {found}). Weights must be in Hugging Face safetensors format.");
         }
 
@@ -239,7 +289,7 @@ public static class CheckpointLoader
             foreach (var (shard, names) in shardNames)
             {
                 string shardPath = System.IO.Path.Combine(folder, shard);
-                if (!File.Exists(shardPath))
+                if (!IO.ModelFileGuard.Exists(shardPath, IO.ModelFileGuard.Unbounded))
                     throw new UllmeException($"Shard '{shard}' named by '{index}' (for tensor '{names[0]}'{(names.Count > 1 ? $" and {names.Count - 1} more" : "")}) does not exist in '{folder}'.");
                 var file = SafeTensorsFile.Open(shardPath);
                 opened.Add((file, file.Tensors.Keys.ToList()));
@@ -259,16 +309,7 @@ public static class CheckpointLoader
     /// <summary>Reads <c>weight_map</c> of an index: shard file → the tensor names it must hold (shards in first-seen order).</summary>
     private static List<(string Shard, List<string> Names)> ReadIndex(string index, string folder)
     {
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(File.ReadAllBytes(index));
-        }
-        catch (JsonException e)
-        {
-            throw new UllmeException($"'{index}' is not valid JSON: {e.Message}", e);
-        }
-        using (doc)
+        using (var doc = IO.ModelFileGuard.ParseJson(index, IO.ModelFileGuard.ConfigFileMaxBytes))
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object
                 || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
@@ -298,6 +339,11 @@ public static class CheckpointLoader
         }
     }
 
+    private static bool IsPickle(string name) =>
+        name.EndsWith(".bin", StringComparison.Ordinal) || name.EndsWith(".pt", StringComparison.Ordinal)
+        || name.EndsWith(".pth", StringComparison.Ordinal) || name.EndsWith(".ckpt", StringComparison.Ordinal)
+        || name.EndsWith(".pkl", StringComparison.Ordinal);
+
     private sealed class Problems
     {
         public List<string> Unexpected { get; } = [];
@@ -325,5 +371,52 @@ public static class CheckpointLoader
             all.AddRange(items.Take(MaxListed));
             if (items.Count > MaxListed) all.Add($"and {items.Count - MaxListed} more {what}");
         }
+    }
+}
+
+/// <summary>What to do with weights that are not finite (NaN/Inf): refuse (the default) or load them and warn.</summary>
+internal sealed record WeightChecks(bool AllowNonFinite, ILogger? Logger, bool CheckFinite = true)
+{
+    /// <summary>Refuse non-finite weights.</summary>
+    public static readonly WeightChecks Default = new(false, null);
+
+    /// <summary>No check: for copies of weights already in memory (they were checked when they were loaded).</summary>
+    public static readonly WeightChecks None = new(true, null, CheckFinite: false);
+}
+
+/// <summary>The opened files of a checkpoint, headers validated, no tensor data read yet.</summary>
+internal sealed class OpenedCheckpoint : IDisposable
+{
+    internal OpenedCheckpoint(List<(SafeTensorsFile File, IReadOnlyList<string> Names)> files, string description)
+    {
+        Files = files;
+        Description = description;
+        var headers = new List<(string Key, long[] Shape, string File)>();
+        long largest = 0;
+        foreach (var (file, names) in files)
+            foreach (var name in names)
+            {
+                var info = file.Tensors[name];
+                headers.Add((name, info.Shape, file.Path));
+                largest = Math.Max(largest, info.ByteLength);
+            }
+        Headers = headers;
+        LargestTensorBytes = largest;
+    }
+
+    public List<(SafeTensorsFile File, IReadOnlyList<string> Names)> Files { get; }
+
+    /// <summary>"'path'" or "the N shards of 'index'", for messages.</summary>
+    public string Description { get; }
+
+    /// <summary>Every tensor the checkpoint holds: key, shape, file.</summary>
+    public IReadOnlyList<(string Key, long[] Shape, string File)> Headers { get; }
+
+    /// <summary>Bytes of the largest stored tensor (the conversion buffer loading may need).</summary>
+    public long LargestTensorBytes { get; }
+
+    public void Dispose()
+    {
+        foreach (var (file, _) in Files) file.Dispose();
     }
 }

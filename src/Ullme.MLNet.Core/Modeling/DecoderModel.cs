@@ -200,9 +200,12 @@ public sealed class DecoderModel : EmbeddingBackbone
     /// Rotary caches (<c>…rotary_emb.inv_freq</c> and the like, stored by older HF versions) and, with tied
     /// embeddings, <c>lm_head.weight</c> (a copy of the embedding matrix) carry nothing this model needs.
     /// </summary>
-    public override bool IsIgnorableCheckpointKey(string key) =>
+    public override bool IsIgnorableCheckpointKey(string key) => IsIgnorableKey(key, Traits.TieWordEmbeddings);
+
+    /// <summary><see cref="IsIgnorableCheckpointKey"/> before the module exists (see <see cref="ModelPlan"/>).</summary>
+    internal static bool IsIgnorableKey(string key, bool tiedEmbeddings) =>
         key.Contains("rotary_emb.", StringComparison.Ordinal)
-        || (Traits.TieWordEmbeddings && key == "lm_head.weight");
+        || (tiedEmbeddings && key == "lm_head.weight");
 
     /// <summary>A bias-optional linear layer whose parameters are allocated but not initialised.</summary>
     internal static Linear NewLinear(long inFeatures, long outFeatures, bool hasBias, Device? device, ScalarType? dtype)

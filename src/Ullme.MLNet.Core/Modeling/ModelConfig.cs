@@ -74,6 +74,21 @@ public sealed class ModelConfig
     [JsonIgnore] public int EffectiveKeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
     [JsonIgnore] public bool IsEncoder => ModelType == "bert";
 
+    /// <summary>Largest <c>vocab_size</c> accepted (real vocabularies stop near 300k).</summary>
+    public const int MaxVocabSize = 1 << 24;
+
+    /// <summary>Largest <c>hidden_size</c> (and <c>head_dim</c>) accepted (the largest real models use 16k-25k).</summary>
+    public const int MaxHiddenSize = 1 << 17;
+
+    /// <summary>Largest <c>intermediate_size</c> accepted.</summary>
+    public const int MaxIntermediateSize = 1 << 20;
+
+    /// <summary>Largest <c>num_hidden_layers</c> accepted (the deepest real models have a few hundred).</summary>
+    public const int MaxLayers = 4096;
+
+    /// <summary>Largest <c>max_position_embeddings</c> accepted.</summary>
+    public const int MaxPositions = 1 << 27;
+
     private static readonly JsonSerializerOptions Options = new()
     {
         NumberHandling = JsonNumberHandling.AllowReadingFromString | JsonNumberHandling.AllowNamedFloatingPointLiterals,
@@ -85,18 +100,9 @@ public sealed class ModelConfig
     public static ModelConfig Load(string folderOrFile)
     {
         string path = Directory.Exists(folderOrFile) ? Path.Combine(folderOrFile, "config.json") : folderOrFile;
-        if (!File.Exists(path))
+        if (!IO.ModelFileGuard.Exists(path, IO.ModelFileGuard.ConfigFileMaxBytes))
             throw new UllmeException($"No config.json at '{path}'. A model folder needs config.json, the weights (*.safetensors) and tokenizer files.");
-        string json;
-        try
-        {
-            json = File.ReadAllText(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new UllmeException($"Cannot read '{path}': {e.Message}", e);
-        }
-        return Parse(json, path);
+        return Parse(IO.ModelFileGuard.ReadAllText(path, IO.ModelFileGuard.ConfigFileMaxBytes), path);
     }
 
     /// <summary>Parses and validates config JSON; <paramref name="sourcePath"/> is used in error messages.</summary>
@@ -106,18 +112,61 @@ public sealed class ModelConfig
         ModelConfig config;
         try
         {
-            raw = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
+            raw = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true, MaxDepth = IO.ModelFileGuard.ConfigMaxDepth }) as JsonObject
                 ?? throw new UllmeException($"'{sourcePath}' is not a JSON object.");
-            config = raw.Deserialize<ModelConfig>(Options) ?? throw new UllmeException($"'{sourcePath}' is empty.");
         }
         catch (JsonException e)
         {
             throw new UllmeException($"'{sourcePath}' is not valid config JSON: {e.Message}", e);
         }
+        try
+        {
+            config = raw.Deserialize<ModelConfig>(Options) ?? throw new UllmeException($"'{sourcePath}' is empty.");
+        }
+        catch (JsonException e)
+        {
+            throw new UllmeException(WrongType(raw, e, sourcePath), e);
+        }
         config.Raw = raw;
         config.SourcePath = sourcePath;
         config.Validate();
         return config;
+    }
+
+    /// <summary>"field \"x\" is 1e12, which is not ..." from a deserialisation error (its JSON path names the field).</summary>
+    private static string WrongType(JsonObject raw, JsonException e, string sourcePath)
+    {
+        string path = e.Path is { Length: > 2 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : e.Path ?? "?";
+        JsonNode? node = raw;
+        foreach (string part in path.Split('.'))
+        {
+            string name = part;
+            int bracket = name.IndexOf('[');
+            string? index = bracket >= 0 ? name[(bracket + 1)..].TrimEnd(']') : null;
+            if (bracket >= 0) name = name[..bracket];
+            node = node is JsonObject o && o.TryGetPropertyValue(name, out var child) ? child : null;
+            if (index is not null) node = node is JsonArray a && int.TryParse(index, out int i) && i >= 0 && i < a.Count ? a[i] : null;
+            if (node is null) break;
+        }
+        string value = node?.ToJsonString() ?? "this value";
+        if (value.Length > 60) value = value[..60] + "…";
+        string expected = typeof(ModelConfig).GetProperties().Concat(typeof(RopeScalingConfig).GetProperties())
+            .FirstOrDefault(pr => pr.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false) is [JsonPropertyNameAttribute a]
+                && a.Name == path.Split('.')[^1].Split('[')[0]) is { } prop ? Describe(prop.PropertyType) : "another type";
+        return $"'{sourcePath}': field \"{path}\" is {value}, but it must be {expected}.";
+
+        static string Describe(Type t)
+        {
+            t = Nullable.GetUnderlyingType(t) ?? t;
+            if (t == typeof(int)) return "a 32-bit integer";
+            if (t == typeof(double)) return "a number";
+            if (t == typeof(bool)) return "true or false";
+            if (t == typeof(string)) return "a string";
+            if (t == typeof(List<string>)) return "a list of strings";
+            if (t == typeof(List<double>)) return "a list of numbers";
+            if (t == typeof(RopeScalingConfig)) return "an object";
+            return "another type";
+        }
     }
 
     /// <summary>Serialises the config back to HF JSON (untyped fields preserved, typed fields updated).</summary>
@@ -161,11 +210,32 @@ public sealed class ModelConfig
             throw new UllmeException($"'{where}' has no \"model_type\". Supported: {string.Join(", ", SupportedModelTypes)}.");
         if (!SupportedModelTypes.Contains(ModelType))
             throw new UllmeException($"'{where}': model_type \"{ModelType}\" is not supported. Supported: {string.Join(", ", SupportedModelTypes)}.");
-        Require(VocabSize, "vocab_size");
-        Require(HiddenSize, "hidden_size");
-        Require(IntermediateSize, "intermediate_size");
-        Require(NumHiddenLayers, "num_hidden_layers");
-        Require(NumAttentionHeads, "num_attention_heads");
+        Require(VocabSize, "vocab_size", MaxVocabSize);
+        Require(HiddenSize, "hidden_size", MaxHiddenSize);
+        Require(IntermediateSize, "intermediate_size", MaxIntermediateSize);
+        Require(NumHiddenLayers, "num_hidden_layers", MaxLayers);
+        Require(NumAttentionHeads, "num_attention_heads", HiddenSize, "hidden_size");
+        if (NumKeyValueHeads is int kv) Require(kv, "num_key_value_heads", NumAttentionHeads, "num_attention_heads");
+        if (HeadDim is int hd) Require(hd, "head_dim", MaxHiddenSize);
+        if (MaxPositionEmbeddings < 0 || MaxPositionEmbeddings > MaxPositions)
+            throw new UllmeException($"'{where}': \"max_position_embeddings\" is {MaxPositionEmbeddings}; it must lie in [1, {MaxPositions:N0}] (or be absent).");
+        if (OriginalMaxPositionEmbeddings is < 1 or > MaxPositions)
+            throw new UllmeException($"'{where}': \"original_max_position_embeddings\" is {OriginalMaxPositionEmbeddings}; it must lie in [1, {MaxPositions:N0}].");
+        if (TypeVocabSize is int tv) Require(tv, "type_vocab_size", 1 << 16);
+        if (SlidingWindow is < 1) throw new UllmeException($"'{where}': \"sliding_window\" is {SlidingWindow}; it must be positive (or null).");
+        if (MaxWindowLayers is < 0) throw new UllmeException($"'{where}': \"max_window_layers\" is {MaxWindowLayers}; it must not be negative.");
+        Positive(RmsNormEps, "rms_norm_eps");
+        Positive(LayerNormEps, "layer_norm_eps");
+        Positive(RopeTheta, "rope_theta");
+        Positive(AttnLogitSoftcapping, "attn_logit_softcapping");
+        Positive(FinalLogitSoftcapping, "final_logit_softcapping");
+        Positive(QueryPreAttnScalar, "query_pre_attn_scalar");
+        Positive(PartialRotaryFactor, "partial_rotary_factor");
+        if (PartialRotaryFactor is > 1) throw new UllmeException($"'{where}': \"partial_rotary_factor\" is {PartialRotaryFactor}; it must lie in (0, 1].");
+        if (InitializerRange is double ir && (!double.IsFinite(ir) || ir < 0))
+            throw new UllmeException($"'{where}': \"initializer_range\" is {ir}; it must be a finite number, not negative.");
+        Probability(HiddenDropoutProb, "hidden_dropout_prob");
+        Probability(AttentionProbsDropoutProb, "attention_probs_dropout_prob");
         if (EffectiveKeyValueHeads <= 0 || NumAttentionHeads % EffectiveKeyValueHeads != 0)
             throw new UllmeException($"'{where}': num_attention_heads ({NumAttentionHeads}) must be a multiple of num_key_value_heads ({EffectiveKeyValueHeads}).");
         if (HeadDim is null && HiddenSize % NumAttentionHeads != 0)
@@ -188,9 +258,25 @@ public sealed class ModelConfig
                 throw new UllmeException($"'{where}': \"{name}\" must be a token id (an integer), a list of ids or null, not {node!.ToJsonString()}.");
         }
 
-        void Require(int value, string name)
+        void Require(int value, string name, int max, string? maxName = null)
         {
-            if (value <= 0) throw new UllmeException($"'{where}': \"{name}\" is missing or not positive.");
+            if (value <= 0) throw new UllmeException($"'{where}': \"{name}\" is missing or not positive (got {value}).");
+            if (value > max)
+                throw new UllmeException(maxName is null
+                    ? $"'{where}': \"{name}\" is {value:N0}, more than the {max:N0} a real model has (corrupt or hostile config)."
+                    : $"'{where}': \"{name}\" is {value:N0}, more than {maxName} ({max:N0}).");
+        }
+
+        void Positive(double? value, string name)
+        {
+            if (value is double v && !(double.IsFinite(v) && v > 0))
+                throw new UllmeException($"'{where}': \"{name}\" is {v}; it must be a finite number greater than 0.");
+        }
+
+        void Probability(double? value, string name)
+        {
+            if (value is double v && !(v >= 0 && v <= 1))
+                throw new UllmeException($"'{where}': \"{name}\" is {v}; it must lie in [0, 1].");
         }
     }
 
@@ -238,5 +324,19 @@ public sealed class RopeScalingConfig
             throw new UllmeException($"'{where}': rope_scaling type \"{Kind}\" needs \"factor\".");
         if (Kind is "longrope" or "su" && (ShortFactor is null || LongFactor is null))
             throw new UllmeException($"'{where}': rope_scaling type \"{Kind}\" needs \"short_factor\" and \"long_factor\".");
+        Positive(Factor, "factor");
+        Positive(LowFreqFactor, "low_freq_factor");
+        Positive(HighFreqFactor, "high_freq_factor");
+        Positive(AttentionFactor, "attention_factor");
+        if (OriginalMaxPositionEmbeddings is < 1 or > ModelConfig.MaxPositions)
+            throw new UllmeException($"'{where}': \"rope_scaling.original_max_position_embeddings\" is {OriginalMaxPositionEmbeddings}; it must lie in [1, {ModelConfig.MaxPositions:N0}].");
+        for (int i = 0; i < (ShortFactor?.Count ?? 0); i++) Positive(ShortFactor![i], $"short_factor[{i}]");
+        for (int i = 0; i < (LongFactor?.Count ?? 0); i++) Positive(LongFactor![i], $"long_factor[{i}]");
+
+        void Positive(double? value, string name)
+        {
+            if (value is double v && !(double.IsFinite(v) && v > 0))
+                throw new UllmeException($"'{where}': \"rope_scaling.{name}\" is {v}; it must be a finite number greater than 0.");
+        }
     }
 }

@@ -72,8 +72,10 @@ public sealed class SafeTensorsFile : IDisposable
     {
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("Reading safetensors needs a little-endian machine.");
-        if (!File.Exists(path))
+        if (!IO.ModelFileGuard.Exists(path, IO.ModelFileGuard.Unbounded))
             throw new UllmeException($"Safetensors file '{path}' does not exist.");
+        // A device, pipe or link loop is refused before open() (a FIFO's open would block; /dev/zero never ends).
+        IO.ModelFileGuard.Check(path, IO.ModelFileGuard.Unbounded);
 
         SafeFileHandle handle;
         try

@@ -9,16 +9,7 @@ internal static class TokenizerJsonBuilder
 {
     public static HuggingFaceTokenizer Build(string file, TokenizerConfig config)
     {
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(File.ReadAllBytes(file), new JsonDocumentOptions { MaxDepth = 256 });
-        }
-        catch (JsonException e)
-        {
-            throw new UllmeException($"'{file}' is not valid JSON: {e.Message}", e);
-        }
-        using (doc)
+        using (var doc = IO.ModelFileGuard.ParseJson(file, IO.ModelFileGuard.TokenizerFileMaxBytes, maxDepth: 256, allowTrailingCommas: false))
         {
             try
             {
@@ -114,7 +105,7 @@ internal static class TokenizerJsonBuilder
         var dict = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var p in vocab.EnumerateObject())
         {
-            if (!p.Value.TryGetInt32(out int id) || id < 0) throw new UllmeException($"'{file}': vocabulary token '{p.Name}' has no valid id.");
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0) throw new UllmeException($"'{file}': vocabulary token '{p.Name}' has no valid id.");
             dict[p.Name] = id;
         }
         return dict;

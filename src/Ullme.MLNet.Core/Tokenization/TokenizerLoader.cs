@@ -25,26 +25,27 @@ public static class TokenizerLoader
         string path = Path.GetFullPath(folderOrFile);
         string folder;
         string? file = null;
-        if (File.Exists(path))
+        if (Directory.Exists(path)) folder = path;
+        else if (IO.ModelFileGuard.Exists(path, IO.ModelFileGuard.TokenizerFileMaxBytes))
         {
             folder = Path.GetDirectoryName(path)!;
             file = path;
         }
-        else if (Directory.Exists(path)) folder = path;
         else throw new UllmeException($"Tokenizer folder or file '{folderOrFile}' does not exist.");
 
         var config = TokenizerConfig.Read(folder);
         string name = file is null ? "" : Path.GetFileName(file);
         string Candidate(string n) => Path.Combine(folder, n);
+        bool Has(string n) => IO.ModelFileGuard.Exists(Candidate(n), IO.ModelFileGuard.TokenizerFileMaxBytes);
 
-        if (file is null ? File.Exists(Candidate("tokenizer.json")) : name.EndsWith(".json", StringComparison.OrdinalIgnoreCase)
+        if (file is null ? Has("tokenizer.json") : name.EndsWith(".json", StringComparison.OrdinalIgnoreCase)
                 && !name.Equals("encoder.json", StringComparison.OrdinalIgnoreCase))
             return TokenizerJsonBuilder.Build(file ?? Candidate("tokenizer.json"), config);
-        if (file is null ? File.Exists(Candidate("tokenizer.model")) : name.EndsWith(".model", StringComparison.OrdinalIgnoreCase))
+        if (file is null ? Has("tokenizer.model") : name.EndsWith(".model", StringComparison.OrdinalIgnoreCase))
             return LoadSentencePiece(file ?? Candidate("tokenizer.model"), config);
-        if (file is null ? File.Exists(Candidate("vocab.txt")) : name.EndsWith(".txt", StringComparison.OrdinalIgnoreCase))
+        if (file is null ? Has("vocab.txt") : name.EndsWith(".txt", StringComparison.OrdinalIgnoreCase))
             return LoadWordPieceVocab(file ?? Candidate("vocab.txt"), config);
-        if (file is null ? File.Exists(Candidate("encoder.json")) && File.Exists(Candidate("vocab.bpe"))
+        if (file is null ? Has("encoder.json") && Has("vocab.bpe")
                 : name.Equals("encoder.json", StringComparison.OrdinalIgnoreCase) || name.EndsWith(".bpe", StringComparison.OrdinalIgnoreCase))
             return LoadGpt2(Candidate("encoder.json"), Candidate("vocab.bpe"), config);
 
@@ -63,7 +64,7 @@ public static class TokenizerLoader
         SentencePieceTokenizer sp;
         try
         {
-            using var stream = File.OpenRead(file);
+            using var stream = IO.ModelFileGuard.OpenRead(file, IO.ModelFileGuard.TokenizerFileMaxBytes);
             // Microsoft.ML.Tokenizers' SentencePiece BPE gives sentencepiece's ids (digits split, byte fallback,
             // whitespace handling); we pass no BOS/EOS and add them ourselves so "" encodes to [BOS] as HF does.
             sp = SentencePieceTokenizer.Create(stream, false, false);
@@ -95,7 +96,7 @@ public static class TokenizerLoader
     {
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         int index = 0;
-        foreach (string line in File.ReadLines(file))
+        foreach (string line in IO.ModelFileGuard.ReadLines(file, IO.ModelFileGuard.TokenizerFileMaxBytes))
         {
             string token = line.TrimEnd('\r', '\n').Trim();
             // Like HF's load_vocab, the line number is the id; a repeated token keeps its last id.
@@ -124,21 +125,14 @@ public static class TokenizerLoader
     /// <summary>GPT-2's <c>encoder.json</c> + <c>vocab.bpe</c>: byte-level BPE with the GPT-2 regex.</summary>
     private static HuggingFaceTokenizer LoadGpt2(string encoderFile, string mergesFile, TokenizerConfig config)
     {
-        if (!File.Exists(encoderFile) || !File.Exists(mergesFile))
+        if (!IO.ModelFileGuard.Exists(encoderFile, IO.ModelFileGuard.TokenizerFileMaxBytes) || !IO.ModelFileGuard.Exists(mergesFile, IO.ModelFileGuard.TokenizerFileMaxBytes))
             throw new UllmeException($"A GPT-2 tokenizer needs both '{encoderFile}' and '{mergesFile}'.");
         Dictionary<string, int> vocab;
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(encoderFile));
+        using (var doc = IO.ModelFileGuard.ParseJson(encoderFile, IO.ModelFileGuard.TokenizerFileMaxBytes, allowTrailingCommas: false))
             vocab = TokenizerJsonBuilder.ReadVocab(doc.RootElement, encoderFile);
-        }
-        catch (JsonException e)
-        {
-            throw new UllmeException($"'{encoderFile}' is not valid JSON: {e.Message}", e);
-        }
         var merges = new List<(string, string)>();
         int lineNo = 0;
-        foreach (string raw in File.ReadLines(mergesFile))
+        foreach (string raw in IO.ModelFileGuard.ReadLines(mergesFile, IO.ModelFileGuard.TokenizerFileMaxBytes))
         {
             lineNo++;
             string line = raw.TrimEnd('\r');
@@ -269,9 +263,9 @@ internal sealed class TokenizerConfig
     {
         var config = new TokenizerConfig();
         string map = Path.Combine(folder, "special_tokens_map.json");
-        if (File.Exists(map)) config.Apply(map, tokensOnly: true);
+        if (IO.ModelFileGuard.Exists(map, IO.ModelFileGuard.ConfigFileMaxBytes)) config.Apply(map, tokensOnly: true);
         string cfg = Path.Combine(folder, "tokenizer_config.json");
-        if (File.Exists(cfg))
+        if (IO.ModelFileGuard.Exists(cfg, IO.ModelFileGuard.ConfigFileMaxBytes))
         {
             config.ConfigFile = cfg;
             config.Apply(cfg, tokensOnly: false);
@@ -281,18 +275,20 @@ internal sealed class TokenizerConfig
 
     private void Apply(string file, bool tokensOnly)
     {
-        JsonDocument doc;
+        using var doc = IO.ModelFileGuard.ParseJson(file, IO.ModelFileGuard.ConfigFileMaxBytes);
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllBytes(file), new JsonDocumentOptions { AllowTrailingCommas = true });
+            ApplyCore(doc.RootElement, file, tokensOnly);
         }
-        catch (JsonException e)
+        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException or ArgumentException)
         {
-            throw new UllmeException($"'{file}' is not valid JSON: {e.Message}", e);
+            throw new UllmeException($"'{file}' holds a value of the wrong type: {e.Message}", e);
         }
-        using (doc)
+    }
+
+    private void ApplyCore(JsonElement root, string file, bool tokensOnly)
+    {
         {
-            var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw new UllmeException($"'{file}' must hold a JSON object.");
             BosToken = Token(root, "bos_token", file) ?? BosToken;
             EosToken = Token(root, "eos_token", file) ?? EosToken;

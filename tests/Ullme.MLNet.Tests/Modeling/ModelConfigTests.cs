@@ -89,7 +89,7 @@ public sealed class ModelConfigTests
     [Theory]
     [InlineData("not json at all", "not valid")]
     [InlineData("[1, 2]", "not a JSON object")]
-    [InlineData("""{"model_type": "llama", "hidden_size": "wide"}""", "not valid")]
+    [InlineData("""{"model_type": "llama", "hidden_size": "wide"}""", "field \"hidden_size\" is \"wide\", but it must be a 32-bit integer")]
     [InlineData("""{"model_type":"llama","vocab_size":100,"hidden_size":30,"intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4}""", "not divisible")]
     [InlineData("""{"model_type":"llama","vocab_size":100,"hidden_size":32,"intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":3}""", "multiple")]
     [InlineData("""{"model_type":"llama","vocab_size":100,"hidden_size":32,"intermediate_size":64,"num_attention_heads":4}""", "num_hidden_layers")]

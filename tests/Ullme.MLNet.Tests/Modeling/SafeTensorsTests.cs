@@ -282,6 +282,7 @@ public sealed class SafeTensorsTests : IDisposable
         "short", "length-beyond-file", "length-absurd", "empty-header", "not-json", "not-object", "entry-not-object",
         "no-dtype", "no-shape", "no-offsets", "unknown-dtype", "unsupported-dtype", "begin-after-end", "beyond-data",
         "size-mismatch", "overlap", "duplicate", "negative-dim", "offsets-not-pair", "metadata-not-object",
+        "too-deep", "negative-offset", "shape-overflow",
     ];
 
     /// <summary>Builds one malformed file; returns its path and the tensor name the error must mention (or null).</summary>
@@ -311,6 +312,9 @@ public sealed class SafeTensorsTests : IDisposable
             case "duplicate": return (WriteRaw(path, "{" + ok + "," + ok + "}", d16), "w", "twice");
             case "negative-dim": return (WriteRaw(path, """{"w":{"dtype":"F32","shape":[-4],"data_offsets":[0,16]}}""", d16), "w", "non-negative");
             case "offsets-not-pair": return (WriteRaw(path, """{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,8,16]}}""", d16), "w", "data_offsets");
+            case "too-deep": return (WriteRaw(path, "{\"w\":" + new string('[', 100) + new string(']', 100) + "}", d16), null, "not valid JSON");
+            case "negative-offset": return (WriteRaw(path, """{"w":{"dtype":"F32","shape":[4],"data_offsets":[-16,0]}}""", d16), "w", "data offset -16 that is not a non-negative integer");
+            case "shape-overflow": return (WriteRaw(path, """{"w":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,16]}}""", d16), "w", "impossibly large shape");
             case "metadata-not-object": return (WriteRaw(path, "{\"__metadata__\": [1]," + ok + "}", d16), null, "__metadata__");
             default: throw new ArgumentException(kind);
         }
