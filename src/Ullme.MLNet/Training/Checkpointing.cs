@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using Microsoft.Extensions.Logging;
 using TorchSharp;
 using TorchSharp.Modules;
+using Ullme.MLNet.IO;
 using static TorchSharp.torch;
 
 namespace Ullme.MLNet.Training;

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Ullme.MLNet.Training;
+namespace Ullme.MLNet.IO;
 
 /// <summary>
 /// TEST-ONLY fault hook: with the environment variable <c>ULLME_TEST_KILL_AT=&lt;phase&gt;[:&lt;n&gt;]</c>, the process
@@ -8,8 +8,9 @@ namespace Ullme.MLNet.Training;
 /// it reaches <c>phase</c>. Phases of the library: <c>checkpoint-files</c> (a checkpoint's weights written, the rest
 /// not), <c>checkpoint-commit</c> (all files and the manifest written, not yet renamed into place),
 /// <c>checkpoint-swap</c> (re-saving a step: the old folder moved aside, the new one not yet in place),
-/// <c>checkpoint-prune</c> (committed, older checkpoints not yet pruned). Used by the fault tests
-/// (tests/…/Cli/TrainFaultTests.cs) and docs/scripts/kill-resume-trials.sh; unset, it costs one dictionary lookup.
+/// <c>checkpoint-prune</c> (committed, older checkpoints not yet pruned), <c>result-write</c> (an evaluation result file's
+/// temporary copy written, not yet renamed over the result). Used by the fault tests
+/// (tests/…/Cli/TrainFaultTests.cs, OutputFaultTests.cs) and docs/scripts/kill-resume-trials.sh; unset, it costs a string compare.
 /// </summary>
 internal static class FaultInjection
 {
