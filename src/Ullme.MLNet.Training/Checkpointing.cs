@@ -1,7 +1,10 @@
+using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Microsoft.Extensions.Logging;
 using TorchSharp;
 using TorchSharp.Modules;
+using Ullme.MLNet.IO;
 using static TorchSharp.torch;
 
 namespace Ullme.MLNet.Training;
@@ -44,21 +47,38 @@ public sealed record TrainingCheckpointState
 }
 
 /// <summary>
-/// Training checkpoints that survive a kill at any moment: a checkpoint is written completely into a temporary
-/// folder next to its final place (weights, optimizer state, RNG state, then <c>state.json</c>, each flushed to
-/// disk) and only then renamed to <c>checkpoint-NNNNNNN</c>. A rename within one folder is atomic, so a folder with
-/// that name is always complete; half-written temporary folders are ignored and removed by the next save.
+/// Training checkpoints that survive a kill at any moment and are never resumed when damaged.
+/// <para>
+/// Writing: a checkpoint is written completely into a temporary folder next to its final place (weights, optimizer
+/// state, RNG state, <c>state.json</c>, each flushed to disk), then <c>manifest.json</c> is written last: the length
+/// and SHA-256 of every file. Only then is the folder renamed to <c>checkpoint-NNNNNNN</c> (a rename within one
+/// folder is atomic). Older checkpoints are pruned only after the new one is committed, so the previous valid
+/// checkpoint exists until then; re-saving a step moves the old folder aside (<c>.superseded-</c>, still a valid
+/// candidate) before the new one is renamed into place. Half-written temporary folders are ignored and removed by the
+/// next save; folders being pruned are renamed to a temporary name first, so a half-deleted checkpoint is never seen.
+/// </para>
+/// <para>
+/// Resuming: <see cref="FindLatest"/> takes the newest checkpoint whose manifest validates (every listed file present
+/// with its length and SHA-256, the required files listed); a damaged one (bit flip, truncation, missing manifest or
+/// file) is reported through the logger with the reason and skipped, and the next older one is tried.
+/// <see cref="Restore"/> validates again before touching any tensor.
+/// </para>
 /// <para>
 /// Files: <c>weights.bin</c> (named tensors, TorchSharp's tensor format), <c>optimizer.bin</c> (TorchSharp's
-/// optimizer state: Adam moments and step counts), <c>rng.bin</c> (torch's global CPU generator) and
-/// <c>state.json</c> (<see cref="TrainingCheckpointState"/>). These are for resuming; exporting a model is separate.
+/// optimizer state: Adam moments and step counts), <c>rng.bin</c> (torch's global CPU generator),
+/// <c>state.json</c> (<see cref="TrainingCheckpointState"/>) and <c>manifest.json</c>. These are for resuming;
+/// exporting a model is separate. Checkpoints written before manifests existed are skipped as invalid.
 /// </para>
 /// </summary>
 public static class TrainingCheckpoint
 {
     public const string FolderPrefix = "checkpoint-";
-    private const string TempMarker = ".tmp-";
+    private const string TempMarker = ".tmp-", SupersededMarker = ".superseded-";
     private const string WeightsFile = "weights.bin", OptimizerFile = "optimizer.bin", RngFile = "rng.bin", StateFile = "state.json";
+    private const string ManifestFile = "manifest.json";
+    private const string ManifestFormat = "ullme-training-checkpoint";
+    private const int ManifestVersion = 1;
+    private const long MaxManifestBytes = 1 << 20;
     private const string Magic = "ULLME-TRAINING-WEIGHTS-1";
 
     private static readonly JsonSerializerOptions Json = new()
@@ -72,7 +92,8 @@ public static class TrainingCheckpoint
 
     /// <summary>
     /// Writes a checkpoint for <paramref name="state"/> into <paramref name="directory"/> and keeps the newest
-    /// <paramref name="keepLast"/> checkpoints. Returns the checkpoint folder.
+    /// <paramref name="keepLast"/> checkpoints (checkpoints of later steps, left by a run that was resumed from an
+    /// earlier one, are removed). Returns the checkpoint folder.
     /// </summary>
     public static string Save(string directory, TrainingCheckpointState state, IReadOnlyList<(string name, Tensor tensor)> weights,
         OptimizerHelper? optimizer, int keepLast = 2)
@@ -85,7 +106,8 @@ public static class TrainingCheckpoint
         Directory.CreateDirectory(temp);
         try
         {
-            WriteFile(Path.Combine(temp, WeightsFile), w =>
+            var files = new List<ManifestEntry>();
+            files.Add(WriteFile(temp, WeightsFile, w =>
             {
                 w.Write(Magic);
                 w.Write(weights.Count);
@@ -95,22 +117,28 @@ public static class TrainingCheckpoint
                     using var cpu = tensor.detach().cpu().contiguous();
                     cpu.Save(w);
                 }
-            });
-            if (optimizer is not null) WriteFile(Path.Combine(temp, OptimizerFile), optimizer.save_state_dict);
-            WriteFile(Path.Combine(temp, RngFile), w =>
+            }));
+            FaultInjection.Reach("checkpoint-files");
+            if (optimizer is not null) files.Add(WriteFile(temp, OptimizerFile, optimizer.save_state_dict));
+            files.Add(WriteFile(temp, RngFile, w =>
             {
                 using var rng = get_rng_state();
                 rng.Save(w);
-            });
-            WriteFile(Path.Combine(temp, StateFile), w => w.Write(JsonSerializer.SerializeToUtf8Bytes(state, Json)));
+            }));
+            files.Add(WriteFile(temp, StateFile, w => w.Write(JsonSerializer.SerializeToUtf8Bytes(state, Json))));
+            var manifest = new CheckpointManifest { Format = ManifestFormat, FormatVersion = ManifestVersion, Step = state.Step, Files = files };
+            WriteFile(temp, ManifestFile, w => w.Write(JsonSerializer.SerializeToUtf8Bytes(manifest, Json)));
+            FaultInjection.Reach("checkpoint-commit");
 
             if (Directory.Exists(final))
             {
-                // Re-saving a step (after a resume): move the old one aside first, then drop it.
-                string old = final + TempMarker + "old" + Guid.NewGuid().ToString("N")[..8];
+                // Re-saving a step (after a resume): move the old one aside first (it stays a valid candidate until
+                // the new one is in place), then drop it.
+                string old = final + SupersededMarker + Guid.NewGuid().ToString("N")[..8];
                 Directory.Move(final, old);
+                FaultInjection.Reach("checkpoint-swap");
                 Directory.Move(temp, final);
-                Directory.Delete(old, recursive: true);
+                DeleteFolder(old);
             }
             else
             {
@@ -123,14 +151,81 @@ public static class TrainingCheckpoint
             throw;
         }
 
-        foreach (var stale in ListCheckpoints(directory).SkipLast(keepLast))
-            Directory.Delete(stale.path, recursive: true);
+        FaultInjection.Reach("checkpoint-prune");
+        var all = ListCheckpoints(directory);
+        foreach (var stale in all.Where(c => c.superseded || c.step > state.Step))
+            DeleteFolder(stale.path);
+        foreach (var stale in all.Where(c => !c.superseded && c.step <= state.Step).SkipLast(keepLast))
+            DeleteFolder(stale.path);
         return final;
     }
 
-    /// <summary>The newest complete checkpoint folder in <paramref name="directory"/>, or null.</summary>
-    public static string? FindLatest(string directory) =>
-        Directory.Exists(directory) ? ListCheckpoints(directory).Select(c => c.path).LastOrDefault() : null;
+    /// <summary>
+    /// The newest checkpoint folder in <paramref name="directory"/> whose manifest validates (see
+    /// <see cref="Validate"/>), or null. Every damaged checkpoint passed over is reported to
+    /// <paramref name="logger"/> as a warning with its reason.
+    /// </summary>
+    public static string? FindLatest(string directory, ILogger? logger = null)
+    {
+        if (!Directory.Exists(directory)) return null;
+        foreach (var (_, path, _) in ListCheckpoints(directory).AsEnumerable().Reverse())
+        {
+            string? problem = Validate(path);
+            if (problem is null) return path;
+            logger?.LogWarning("Skipping damaged checkpoint '{Checkpoint}': {Problem}", path, problem);
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// Checks a checkpoint folder against its <c>manifest.json</c>: the manifest parses and names this format, the
+    /// weights, RNG and state files are listed, and every listed file exists with the listed length and SHA-256 (and
+    /// nothing else is in the folder). Returns null when the checkpoint is valid, else the reason.
+    /// </summary>
+    public static string? Validate(string checkpoint)
+    {
+        string manifestPath = Path.Combine(checkpoint, ManifestFile);
+        if (!File.Exists(manifestPath))
+            return $"no {ManifestFile} (the write was interrupted, or the checkpoint predates checksummed checkpoints)";
+        CheckpointManifest? manifest;
+        try
+        {
+            var info = new FileInfo(manifestPath);
+            if (info.Length > MaxManifestBytes) return $"{ManifestFile} is {info.Length} bytes, more than a manifest can be";
+            manifest = JsonSerializer.Deserialize<CheckpointManifest>(File.ReadAllBytes(manifestPath), Json);
+        }
+        catch (JsonException e)
+        {
+            return $"{ManifestFile} is not valid JSON ({e.Message})";
+        }
+        if (manifest is null || manifest.Format != ManifestFormat)
+            return $"{ManifestFile} is not a training checkpoint manifest";
+        if (manifest.FormatVersion != ManifestVersion)
+            return $"{ManifestFile} has format version {manifest.FormatVersion}; this Ullme.MLNet reads version {ManifestVersion}";
+        var listed = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var f in manifest.Files ?? [])
+        {
+            if (f.Path is not (WeightsFile or OptimizerFile or RngFile or StateFile) || !listed.Add(f.Path))
+                return $"{ManifestFile} lists an unexpected file '{f.Path}'";
+        }
+        foreach (string required in new[] { WeightsFile, RngFile, StateFile })
+            if (!listed.Contains(required)) return $"{ManifestFile} does not list {required}";
+        foreach (string file in Directory.EnumerateFiles(checkpoint).Select(Path.GetFileName).OfType<string>())
+            if (file != ManifestFile && !listed.Contains(file)) return $"it holds '{file}', which its manifest does not list";
+        foreach (var f in manifest.Files!)
+        {
+            string path = Path.Combine(checkpoint, f.Path);
+            if (!File.Exists(path)) return $"{f.Path} is missing";
+            long length = new FileInfo(path).Length;
+            if (length != f.Length) return $"{f.Path} has {length} bytes, its manifest says {f.Length} (truncated or overwritten)";
+            string sha = Sha256Of(path);
+            if (!string.Equals(sha, f.Sha256, StringComparison.OrdinalIgnoreCase))
+                return $"{f.Path} has SHA-256 {sha[..12]}…, its manifest says {(f.Sha256 ?? "")[..Math.Min(12, (f.Sha256 ?? "").Length)]}… (the file is damaged)";
+        }
+        if (manifest.Step != ReadStateUnchecked(Path.Combine(checkpoint, StateFile))?.Step)
+            return $"{ManifestFile} is for step {manifest.Step}, {StateFile} for another";
+        return null;
+    }
 
     /// <summary>Reads <c>state.json</c> of a checkpoint folder.</summary>
     public static TrainingCheckpointState ReadState(string checkpoint)
@@ -160,6 +255,8 @@ public static class TrainingCheckpoint
     public static TrainingCheckpointState Restore(string checkpoint, IReadOnlyList<(string name, Tensor tensor)> weights, OptimizerHelper? optimizer,
         string? expectedFingerprint = null, bool restoreRng = true)
     {
+        if (Validate(checkpoint) is { } problem)
+            throw new UllmeException($"Checkpoint '{checkpoint}' is damaged and cannot be resumed: {problem}.");
         var state = ReadState(checkpoint);
         if (expectedFingerprint is not null && state.Fingerprint != expectedFingerprint)
             throw new UllmeException($"Checkpoint '{checkpoint}' was written by a run with different settings (fingerprint {state.Fingerprint}, this run {expectedFingerprint}); resume with the original settings or start a new output folder.");
@@ -215,14 +312,22 @@ public static class TrainingCheckpoint
 
     private static string FolderName(int step) => $"{FolderPrefix}{step:D7}";
 
-    private static List<(int step, string path)> ListCheckpoints(string directory) =>
+    /// <summary>Committed checkpoint folders (and ones moved aside by a re-save), oldest first; a superseded copy
+    /// sorts before the committed folder of the same step.</summary>
+    private static List<(int step, string path, bool superseded)> ListCheckpoints(string directory) =>
         Directory.GetDirectories(directory, FolderPrefix + "*")
             .Select(p => (name: Path.GetFileName(p), path: p))
             .Where(x => !x.name.Contains(TempMarker, StringComparison.Ordinal))
-            .Select(x => (ok: int.TryParse(x.name[FolderPrefix.Length..], out int s), step: s, x.path))
-            .Where(x => x.ok && File.Exists(Path.Combine(x.path, StateFile)))
-            .OrderBy(x => x.step)
-            .Select(x => (x.step, x.path))
+            .Select(x =>
+            {
+                int cut = x.name.IndexOf(SupersededMarker, StringComparison.Ordinal);
+                string digits = cut < 0 ? x.name[FolderPrefix.Length..] : x.name[FolderPrefix.Length..cut];
+                bool ok = digits.Length > 0 && digits.All(char.IsAsciiDigit) && int.TryParse(digits, out _);
+                return (ok, step: ok ? int.Parse(digits, System.Globalization.CultureInfo.InvariantCulture) : 0, x.path, superseded: cut >= 0);
+            })
+            .Where(x => x.ok)
+            .OrderBy(x => x.step).ThenBy(x => x.superseded ? 0 : 1)
+            .Select(x => (x.step, x.path, x.superseded))
             .ToList();
 
     private static void RemoveTemporaryFolders(string directory)
@@ -233,15 +338,97 @@ public static class TrainingCheckpoint
         }
     }
 
-    private static void WriteFile(string path, Action<BinaryWriter> write)
+    /// <summary>Deletes a checkpoint folder by renaming it to a temporary name first, so a kill half-way through the
+    /// deletion leaves a temporary folder (removed by the next save), never a half-deleted checkpoint.</summary>
+    private static void DeleteFolder(string path)
     {
-        using var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None);
-        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
+        string doomed = path + TempMarker + "deleted-" + Guid.NewGuid().ToString("N")[..8];
+        Directory.Move(path, doomed);
+        try { Directory.Delete(doomed, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    /// <summary>Writes one file of a checkpoint (flushed to disk) and returns its manifest entry (length and SHA-256
+    /// of the bytes written).</summary>
+    private static ManifestEntry WriteFile(string folder, string name, Action<BinaryWriter> write)
+    {
+        using var stream = new FileStream(Path.Combine(folder, name), FileMode.CreateNew, FileAccess.Write, FileShare.None);
+        using var hashing = new HashingWriteStream(stream);
+        using (var writer = new BinaryWriter(hashing, System.Text.Encoding.UTF8, leaveOpen: true))
         {
             write(writer);
             writer.Flush();
         }
         stream.Flush(flushToDisk: true);
+        return new ManifestEntry { Path = name, Length = hashing.Length, Sha256 = hashing.HexHash() };
+    }
+
+    private static string Sha256Of(string path)
+    {
+        using var s = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+        return Convert.ToHexStringLower(SHA256.HashData(s));
+    }
+
+    private static TrainingCheckpointState? ReadStateUnchecked(string path)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<TrainingCheckpointState>(File.ReadAllBytes(path), Json);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    private sealed class CheckpointManifest
+    {
+        public string? Format { get; set; }
+        public int FormatVersion { get; set; }
+        public int Step { get; set; }
+        public List<ManifestEntry>? Files { get; set; }
+    }
+
+    private sealed class ManifestEntry
+    {
+        public string Path { get; set; } = "";
+        public long Length { get; set; }
+        public string? Sha256 { get; set; }
+    }
+
+    /// <summary>A write-only pass-through stream that counts and hashes what goes through it.</summary>
+    private sealed class HashingWriteStream(Stream inner) : Stream
+    {
+        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+
+        public override long Length => _length;
+        private long _length;
+
+        public string HexHash() => Convert.ToHexStringLower(_hash.GetCurrentHash());
+
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            inner.Write(buffer);
+            _hash.AppendData(buffer);
+            _length += buffer.Length;
+        }
+
+        public override void WriteByte(byte value) => Write([value]);
+        public override void Flush() => inner.Flush();
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Position { get => _length; set => throw new NotSupportedException(); }
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) _hash.Dispose();
+            base.Dispose(disposing);
+        }
     }
 
     private static void ReadFile(string path, Action<BinaryReader> read)

@@ -210,7 +210,7 @@ internal static class TrainCommand
         double? stsBefore = sts is null ? null : Spearman(model, sts, embedding, "STS before training", cancellationToken);
         if (stsBefore is double b) CliConsole.Note($"STS Spearman before training: {b:F4} ({Path.GetFileName(s.EvalSts)})");
 
-        var latest = s.Resume ? TrainingCheckpoint.FindLatest(folders.Checkpoints) : null;
+        var latest = s.Resume ? TrainingCheckpoint.FindLatest(folders.Checkpoints, WarningLogger.Instance) : null;
         var resumeState = latest is null ? null : TrainingCheckpoint.ReadState(latest);
         if (s.Resume && latest is null) CliConsole.Warn($"--resume: no checkpoint in '{folders.Checkpoints}'; starting from the beginning.");
         if (resumeState is not null) CliConsole.Note($"Resuming from step {resumeState.Step} ({latest}).");
@@ -278,6 +278,7 @@ internal static class TrainCommand
             prevElapsed = seconds;
             var row = LossLog.FromProgress(p, rate, offset + seconds);
             log.Append(row);
+            FaultInjection.Reach("step");
             if (!p.Applied) Console.Error.WriteLine($"warning: step {p.Step} skipped: {p.Message ?? "non-finite loss"}");
             return row;
         }

@@ -10,7 +10,9 @@ namespace Ullme.Cli.Training;
 /// otherwise. The finished output is never written in place: the model, <c>losses.csv</c>, <c>losses.png</c> and
 /// <c>training.json</c> are written into a hidden staging folder next to the output, which then replaces the output
 /// folder by renames (the checkpoints are carried over). A run that fails or is killed leaves either the previous
-/// output or none — never a half-written model.
+/// output or none — never a half-written model. A run killed during that hand-over is finished or rolled back by
+/// the next run on the same output (<see cref="RecoverInterruptedPublish"/>), which also removes the staging folders
+/// of killed runs.
 /// </para>
 /// </summary>
 internal sealed class RunFolders
@@ -44,6 +46,7 @@ internal sealed class RunFolders
         string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
         if (File.Exists(full)) throw new UllmeException($"--output '{output}' is a file; give a folder.");
         bool inside = checkpointDir is null;
+        RecoverInterruptedPublish(full, inside);
         string checkpoints = inside ? Path.Combine(full, CheckpointsFolder) : Path.TrimEndingDirectorySeparator(Path.GetFullPath(checkpointDir!));
         if (Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any())
         {
@@ -89,18 +92,70 @@ internal sealed class RunFolders
     /// </summary>
     public void Publish(string staging)
     {
+        FaultInjection.Reach("export-staging");
         string? replaced = null;
         if (Directory.Exists(Output))
         {
             replaced = Sibling("replaced");
             if (Directory.Exists(replaced)) Directory.Delete(replaced, recursive: true);
             Directory.Move(Output, replaced);
+            FaultInjection.Reach("export-publish");
         }
         Directory.Move(staging, Output);
         if (replaced is null) return;
+        FaultInjection.Reach("export-checkpoints");
         if (CheckpointsInsideOutput && Directory.Exists(Path.Combine(replaced, CheckpointsFolder)))
             Directory.Move(Path.Combine(replaced, CheckpointsFolder), Checkpoints);
         Directory.Delete(replaced, recursive: true);
+    }
+
+    /// <summary>
+    /// Repairs what a run killed during <see cref="Publish"/> (or while writing its staging folder) left next to
+    /// <paramref name="output"/>, for siblings of processes that no longer run: the old output moved aside while the
+    /// new one was not yet in place is moved back (the run is then resumed or redone from its checkpoints); an old
+    /// output whose replacement is in place gives its checkpoints to it and is deleted; staging folders are deleted.
+    /// </summary>
+    internal static void RecoverInterruptedPublish(string output, bool checkpointsInside)
+    {
+        string parent = Path.GetDirectoryName(output)!;
+        if (!Directory.Exists(parent)) return;
+        string name = Path.GetFileName(output);
+        foreach (string replaced in DeadSiblings(parent, name, "replaced"))
+        {
+            if (!Directory.Exists(output))
+            {
+                Directory.Move(replaced, output);
+                continue;
+            }
+            string oldCheckpoints = Path.Combine(replaced, CheckpointsFolder), newCheckpoints = Path.Combine(output, CheckpointsFolder);
+            if (checkpointsInside && Directory.Exists(oldCheckpoints) && !Directory.Exists(newCheckpoints))
+                Directory.Move(oldCheckpoints, newCheckpoints);
+            Discard(replaced);
+        }
+        foreach (string staging in DeadSiblings(parent, name, "staging"))
+            Discard(staging);
+    }
+
+    /// <summary>Siblings <c>.&lt;name&gt;.&lt;what&gt;-&lt;pid&gt;</c> whose process is gone.</summary>
+    private static IEnumerable<string> DeadSiblings(string parent, string name, string what)
+    {
+        string prefix = $".{name}.{what}-";
+        foreach (string dir in Directory.GetDirectories(parent, prefix + "*"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir)[prefix.Length..], out int pid) || pid == Environment.ProcessId || IsRunning(pid)) continue;
+            yield return dir;
+        }
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
     }
 
     private string Sibling(string what) =>

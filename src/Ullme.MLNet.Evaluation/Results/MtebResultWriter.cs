@@ -1,11 +1,13 @@
 using System.Text;
+using Ullme.MLNet.IO;
 
 namespace Ullme.MLNet.Evaluation.Results;
 
 /// <summary>
 /// Writes results in MTEB's folder layout: <c>&lt;root&gt;/&lt;org&gt;__&lt;model&gt;/&lt;revision&gt;/&lt;Task&gt;.json</c> plus
 /// <c>model_meta.json</c> (a '/' in the model name becomes "__"). Each file is written to a temporary name and
-/// moved over the target, so a failure never leaves a half-written result.
+/// moved over the target, so a failure never leaves a half-written result; temporary files left by a killed process
+/// are removed by the next write to the same file.
 /// </summary>
 public static class MtebResultWriter
 {
@@ -38,9 +40,11 @@ public static class MtebResultWriter
         string dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
         string tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
+        RemoveStaleTemporaries(dir, Path.GetFileName(full));
         try
         {
             File.WriteAllText(tmp, content, new UTF8Encoding(encoderShouldEmitUTF8Identifier: false));
+            FaultInjection.Reach("result-write");
             File.Move(tmp, full, overwrite: true);
         }
         catch
@@ -48,6 +52,30 @@ public static class MtebResultWriter
             try { File.Delete(tmp); } catch (IOException) { }
             throw;
         }
+    }
+
+    /// <summary>Deletes <c>.&lt;name&gt;.&lt;pid&gt;.tmp</c> files of processes that no longer run (a kill between writing
+    /// the temporary file and renaming it).</summary>
+    private static void RemoveStaleTemporaries(string dir, string name)
+    {
+        string prefix = "." + name + ".";
+        foreach (string tmp in Directory.EnumerateFiles(dir, prefix + "*.tmp"))
+        {
+            string pid = Path.GetFileName(tmp)[prefix.Length..^".tmp".Length];
+            if (!int.TryParse(pid, out int id) || id == Environment.ProcessId || IsRunning(id)) continue;
+            try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
     }
 
     private static string SafeSegment(string s, string what)

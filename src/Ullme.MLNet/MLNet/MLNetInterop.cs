@@ -204,11 +204,28 @@ namespace Ullme.MLNet.Transforms
             ctx.CheckAtModel(GetVersionInfo(kind));
             string mainManifest = ctx.Reader.ReadString();
 
-            string? manifest = null;
-            if (!ctx.TryLoadBinaryStream(ManifestEntry, r => manifest = ReadAllText(r.BaseStream)))
-                manifest = mainManifest;
-            return UllmeModelPackage.Restore(env, kind, manifest!, (rel, sink) =>
-                ctx.TryLoadBinaryStream(FilesFolder + "/" + rel, r => sink(r.BaseStream)), create);
+            // Our entries are read straight from ML.NET's zip reader rather than through TryLoadBinaryStream, which
+            // extracts each entry whole into ML.NET's temporary folder before the caller sees a byte (a zip bomb would
+            // fill the disk there): UllmeModelPackage checks the declared sizes first and caps every copy.
+            var source = new ZipPackageSource(ctx);
+            string manifest = UllmeModelPackage.ReadManifestEntry(source) ?? mainManifest;
+            string? tempRoot = env is IHostEnvironmentInternal e ? e.TempFilePath : null;
+            return UllmeModelPackage.Restore(env, kind, manifest, source, tempRoot, create);
+        }
+
+        /// <summary>The entries of the transformer's folder in the zip being loaded, from ML.NET's
+        /// <c>RepositoryReader</c> (its entry map, normalised the way its <c>OpenEntryOrNull</c> looks entries up).</summary>
+        private sealed class ZipPackageSource(ModelLoadContext ctx) : IPackageSource
+        {
+            public PackageEntry? Find(string relativePath)
+            {
+                var repository = ctx.Repository
+                    ?? throw new UllmeException("An Ullme transformer can only be loaded from a model zip (mlContext.Model.Load), not from a single stream.");
+                string path = Path.Combine(ctx.Directory ?? "", relativePath).Replace('/', Path.DirectorySeparatorChar);
+                if (!repository._entries.TryGetValue(path, out var entry) && !repository._entries.TryGetValue(path.Replace("/", "\\"), out entry))
+                    return null;
+                return new PackageEntry(entry.Length, entry.CompressedLength, entry.Open);
+            }
         }
 
         private static void CheckHeader(ModelLoadContext ctx, PackageKind kind)
@@ -220,12 +237,6 @@ namespace Ullme.MLNet.Transforms
                 throw new UllmeException(
                     $"Model zip entry '{ctx.Directory}' was written by a newer Ullme.MLNet (entry version 0x{ctx.Header.ModelVerReadable:X8}; " +
                     $"this version reads up to 0x{VerWritten:X8}). Upgrade Ullme.MLNet to load it.");
-        }
-
-        private static string ReadAllText(Stream s)
-        {
-            using var reader = new StreamReader(s, System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: false, leaveOpen: true);
-            return reader.ReadToEnd();
         }
     }
 }

@@ -14,7 +14,7 @@ public sealed class UllmeModelPackageTests
             ModelId = "m",
             EmbeddingDimension = dim,
             Options = new UllmeEmbeddingOptions(),
-            Files = [new UllmeModelPackage.FileEntry { Path = path, Length = 1, Sha256 = "00" }],
+            Files = [new UllmeModelPackage.FileEntry { Path = path, Length = 1, Sha256 = new string('0', 64) }],
         }, UllmeModelPackage.Json);
 
     [Fact]

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using TorchSharp;
 using Ullme.MLNet.Modeling;
 using Ullme.MLNet.Tests.Infrastructure;
@@ -130,6 +131,113 @@ public sealed class CheckpointingTests : IDisposable
         Assert.Contains("optimizer.bin", e.Message);
 
         Assert.Contains("not a training checkpoint", Assert.Throws<UllmeException>(() => TrainingCheckpoint.ReadState(_dir)).Message);
+        m.Dispose();
+    }
+    // ------------------------------------------------------------------------------------------------------------
+    // Damaged checkpoints: the manifest's checksums decide; the newest valid one wins, the others are reported.
+    // ------------------------------------------------------------------------------------------------------------
+
+    private sealed class ListLogger : ILogger
+    {
+        public List<string> Warnings { get; } = [];
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => true;
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (logLevel >= LogLevel.Warning) Warnings.Add(formatter(state, exception));
+        }
+    }
+
+    private static void FlipByte(string path, long at)
+    {
+        var b = File.ReadAllBytes(path);
+        b[at] ^= 0x01;
+        File.WriteAllBytes(path, b);
+    }
+
+    [Theory]
+    [InlineData("bit-flip", "SHA-256")]
+    [InlineData("truncated", "bytes, its manifest says")]
+    [InlineData("no-manifest", "no manifest.json")]
+    [InlineData("garbage-manifest", "not valid JSON")]
+    [InlineData("missing-file", "rng.bin is missing")]
+    [InlineData("unlisted-file", "does not list")]
+    public void ADamagedNewestCheckpointIsReportedAndSkippedForThePreviousValidOne(string damage, string reason)
+    {
+        var (m, s) = NewRun(1);
+        TrainingCheckpoint.Save(_dir, State(1), Weights(m), s.Optimizer);
+        string newest = TrainingCheckpoint.Save(_dir, State(2), Weights(m), s.Optimizer);
+        switch (damage)
+        {
+            case "bit-flip": FlipByte(Path.Combine(newest, "weights.bin"), new FileInfo(Path.Combine(newest, "weights.bin")).Length / 2); break;
+            case "truncated":
+                using (var f = new FileStream(Path.Combine(newest, "optimizer.bin"), FileMode.Open)) f.SetLength(f.Length / 2);
+                break;
+            case "no-manifest": File.Delete(Path.Combine(newest, "manifest.json")); break;
+            case "garbage-manifest": File.WriteAllText(Path.Combine(newest, "manifest.json"), "{\"files\": [tru"); break;
+            case "missing-file": File.Delete(Path.Combine(newest, "rng.bin")); break;
+            case "unlisted-file": File.WriteAllText(Path.Combine(newest, "extra.bin"), "x"); break;
+        }
+
+        var log = new ListLogger();
+        Assert.EndsWith("checkpoint-0000001", TrainingCheckpoint.FindLatest(_dir, log));
+        string warning = Assert.Single(log.Warnings);
+        Assert.Contains("checkpoint-0000002", warning);
+        Assert.Contains(reason, warning);
+        Assert.Contains(reason, TrainingCheckpoint.Validate(newest));
+        Assert.Null(TrainingCheckpoint.Validate(Path.Combine(_dir, "checkpoint-0000001")));
+
+        // Restoring the damaged one directly is refused before any tensor is touched.
+        var before = m.named_parameters().Select(p => Data(p.parameter)).ToList();
+        var e = Assert.Throws<UllmeException>(() => TrainingCheckpoint.Restore(newest, Weights(m), s.Optimizer));
+        Assert.Contains("damaged", e.Message);
+        Assert.Contains(reason, e.Message);
+        Assert.Equal(before, m.named_parameters().Select(p => Data(p.parameter)).ToList());
+
+        // Only damaged checkpoints: nothing to resume.
+        Directory.Delete(Path.Combine(_dir, "checkpoint-0000001"), recursive: true);
+        Assert.Null(TrainingCheckpoint.FindLatest(_dir, log));
+        m.Dispose();
+    }
+
+    [Fact]
+    public void ResumingPastADamagedCheckpointReplacesItAndKeepsThePreviousValidOneUntilTheNewOneIsCommitted()
+    {
+        var (m, s) = NewRun(1);
+        foreach (int step in new[] { 1, 2, 3 }) TrainingCheckpoint.Save(_dir, State(step), Weights(m), s.Optimizer, keepLast: 2);
+        string third = Path.Combine(_dir, "checkpoint-0000003");
+        FlipByte(Path.Combine(third, "state.json"), 3);
+        Assert.EndsWith("checkpoint-0000002", TrainingCheckpoint.FindLatest(_dir));
+
+        // The resumed run saves step 3 again: the damaged folder is replaced, step 2 is kept (keepLast 2).
+        TrainingCheckpoint.Save(_dir, State(3), Weights(m), s.Optimizer, keepLast: 2);
+        Assert.Equal(["checkpoint-0000002", "checkpoint-0000003"], Directory.GetDirectories(_dir).Select(Path.GetFileName).Order());
+        Assert.Null(TrainingCheckpoint.Validate(third));
+
+        // A run resumed from step 2 whose later checkpoints are left over (lost work) removes them once it commits.
+        TrainingCheckpoint.Save(_dir, State(4), Weights(m), s.Optimizer, keepLast: 2);
+        FlipByte(Path.Combine(_dir, "checkpoint-0000004", "weights.bin"), 10);
+        Assert.EndsWith("checkpoint-0000003", TrainingCheckpoint.FindLatest(_dir));
+        TrainingCheckpoint.Save(_dir, State(3) with { PositionInEpoch = 7 }, Weights(m), s.Optimizer, keepLast: 1);
+        Assert.Equal(["checkpoint-0000003"], Directory.GetDirectories(_dir).Select(Path.GetFileName).OfType<string>().ToArray());
+        m.Dispose();
+    }
+
+    [Fact]
+    public void AKillWhileReSavingAStepLeavesTheMovedAsideCopyAsTheCheckpointToResume()
+    {
+        var (m, s) = NewRun(1);
+        TrainingCheckpoint.Save(_dir, State(1), Weights(m), s.Optimizer);
+        TrainingCheckpoint.Save(_dir, State(2), Weights(m), s.Optimizer);
+        // What a kill between "move the old step-2 folder aside" and "rename the new one into place" leaves.
+        string aside = Path.Combine(_dir, "checkpoint-0000002.superseded-0badf00d");
+        Directory.Move(Path.Combine(_dir, "checkpoint-0000002"), aside);
+        Directory.CreateDirectory(Path.Combine(_dir, "checkpoint-0000002.tmp-12345678"));
+        Assert.Equal(aside, TrainingCheckpoint.FindLatest(_dir));
+        Assert.Equal(2, TrainingCheckpoint.Restore(aside, Weights(m), s.Optimizer).Step);
+
+        TrainingCheckpoint.Save(_dir, State(2), Weights(m), s.Optimizer);
+        Assert.Equal(["checkpoint-0000001", "checkpoint-0000002"], Directory.GetDirectories(_dir).Select(Path.GetFileName).Order());
         m.Dispose();
     }
 }
