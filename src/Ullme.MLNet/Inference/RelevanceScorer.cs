@@ -1,5 +1,4 @@
 using Ullme.MLNet.Modeling;
-using Ullme.MLNet.Training.Losses;
 
 namespace Ullme.MLNet.Inference;
 

@@ -1,17 +1,8 @@
 using TorchSharp;
+using Ullme.MLNet.Inference;
 using static TorchSharp.torch;
 
 namespace Ullme.MLNet.Training.Losses;
-
-/// <summary>How a candidate's generation score s_gen is formed from its token log-probs.</summary>
-public enum GenerationScore
-{
-    /// <summary>Mean token log-prob (length-normalised; the default).</summary>
-    Mean,
-
-    /// <summary>Sum of token log-probs, i.e. log p(c | prompt).</summary>
-    Sum,
-}
 
 /// <summary>Which way the KL divergence between the two candidate distributions is taken.</summary>
 public enum KlDirection

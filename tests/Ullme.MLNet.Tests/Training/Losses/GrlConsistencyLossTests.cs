@@ -1,3 +1,4 @@
+using Ullme.MLNet.Inference;
 using Ullme.MLNet.Tests.Infrastructure;
 using Ullme.MLNet.Training.Losses;
 using static TorchSharp.torch;
