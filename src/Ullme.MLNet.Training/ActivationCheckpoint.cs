@@ -1,4 +1,5 @@
 using TorchSharp;
+using Ullme.MLNet.Modeling;
 using static TorchSharp.torch;
 
 namespace Ullme.MLNet.Training;
@@ -11,8 +12,9 @@ namespace Ullme.MLNet.Training;
 /// <para>
 /// Implemented as a TorchSharp <c>autograd.Function</c> (supported in 0.107) with re-entrant backward, as PyTorch's
 /// <c>checkpoint(use_reentrant=True)</c>: the recomputed graph's <c>backward</c> accumulates into the block's
-/// parameters directly, and the input gradient is handed back to the outer graph. Torch's global RNG state is
-/// saved before the forward and restored for the recomputation, so dropout draws the same masks. If the input does
+/// parameters directly, and the input gradient is handed back to the outer graph. The state of the dropout source
+/// (<see cref="ReplayableDropout.Source"/>, the host generator every device's masks come from) is saved before the
+/// forward and restored for the recomputation, so dropout draws the same masks on any device. If the input does
 /// not require grad (frozen embeddings under LoRA) it is made to, otherwise autograd would not call the backward
 /// and the block's adapters would get no gradient (HF's <c>enable_input_require_grads</c> fixes the same issue).
 /// </para>
@@ -21,7 +23,8 @@ public static class ActivationCheckpoint
 {
     /// <summary>Runs <paramref name="block"/>(<paramref name="input"/>) with checkpointing when gradients are
     /// being recorded, plainly otherwise. The block must be a pure function of its input, its parameters and torch's
-    /// global RNG (tensors it captures, such as masks, must not change before the backward).</summary>
+    /// dropout source <see cref="ReplayableDropout.Source"/> (tensors it captures, such as masks, must not change
+    /// before the backward).</summary>
     public static Tensor Apply(Func<Tensor, Tensor> block, Tensor input)
     {
         AutogradErrors.ThrowIfAny();
@@ -40,7 +43,7 @@ public static class ActivationCheckpoint
         {
             var x = (Tensor)vars[0];
             var box = (BlockBox)vars[1];
-            var rng = get_rng_state().DetachFromDisposeScope();
+            var rng = ReplayableDropout.CaptureState().DetachFromDisposeScope();
             ctx.save_for_backward([x, rng]);
             ctx.save_data("block", box);
             using var scope = NewDisposeScope();
@@ -53,11 +56,11 @@ public static class ActivationCheckpoint
             var input = saved[0];
             var rng = saved[1];
             var block = ((BlockBox)ctx.get_data("block")).Block;
-            var after = get_rng_state();
+            var after = ReplayableDropout.CaptureState();
             Tensor? gradInput = null;
             try
             {
-                set_rng_state(rng);
+                ReplayableDropout.RestoreState(rng);
                 using var scope = NewDisposeScope();
                 using (enable_grad())
                 {
@@ -73,7 +76,7 @@ public static class ActivationCheckpoint
             }
             finally
             {
-                set_rng_state(after);
+                ReplayableDropout.RestoreState(after);
                 after.Dispose();
                 foreach (var s in saved) s.Dispose();
             }

@@ -1,50 +1,9 @@
 using TorchSharp;
+using Ullme.MLNet.Inference;
+using Ullme.MLNet.Modeling;
 using static TorchSharp.torch;
 
 namespace Ullme.MLNet.Training;
-
-/// <summary>
-/// A padded batch of tokenized texts to embed.
-/// </summary>
-/// <param name="InputIds">[N, T] int64.</param>
-/// <param name="AttentionMask">[N, T]: 1 = real token, 0 = padding.</param>
-/// <param name="PoolingMask">[N, T] or null (= the attention mask): the tokens that enter pooling, e.g. the
-/// attention mask minus instruction tokens.</param>
-public sealed record TokenBatch(Tensor InputIds, Tensor AttentionMask, Tensor? PoolingMask = null)
-{
-    /// <summary>Number of texts N.</summary>
-    public long Count => InputIds.shape[0];
-
-    /// <summary>The mask pooling uses.</summary>
-    public Tensor EffectivePoolingMask => PoolingMask ?? AttentionMask;
-
-    /// <summary>Rows [start, end), with the columns after the chunk's last real token dropped when
-    /// <paramref name="trimRightPadding"/> (right padding only; positions are unchanged).</summary>
-    public TokenBatch Slice(long start, long end, bool trimRightPadding = true)
-    {
-        var rows = TensorIndex.Slice(start, end);
-        var ids = InputIds[rows];
-        var attention = AttentionMask[rows];
-        var pooling = PoolingMask?[rows];
-        if (trimRightPadding && ids.shape[1] > 0)
-        {
-            long t = ids.shape[1];
-            // Last real column + 1 over the chunk's rows.
-            using var any = attention.to(ScalarType.Bool).any(0);                                         // [T]
-            using var cols = arange(1, t + 1, dtype: ScalarType.Int64, device: any.device);
-            using var used = cols * any.to(ScalarType.Int64);
-            long length = Math.Max(1, used.max().item<long>());
-            if (length < t)
-            {
-                var cut = TensorIndex.Slice(0, length);
-                ids = ids[TensorIndex.Colon, cut];
-                attention = attention[TensorIndex.Colon, cut];
-                pooling = pooling?[TensorIndex.Colon, cut];
-            }
-        }
-        return new TokenBatch(ids, attention, pooling);
-    }
-}
 
 /// <summary>
 /// GradCache (Gao et al. 2021, "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup"):
@@ -57,9 +16,13 @@ public sealed record TokenBatch(Tensor InputIds, Tensor AttentionMask, Tensor? P
 /// loss on those (as leaves) and back-propagate it to get ∂L/∂e; (2) re-embed each chunk with a graph and
 /// back-propagate ∂L/∂e into the weights. Peak activation memory is one chunk; the cost is a second forward.
 /// <para>
-/// The replay must reproduce the first pass exactly: the global RNG state is saved before each chunk and restored
-/// before its replay (so dropout draws the same masks), and each chunk carries its own slices of the input ids,
-/// attention mask and pooling mask (a pooling mask that excludes instruction tokens travels with its rows).
+/// The replay must reproduce the first pass exactly: the state of the dropout source
+/// (<see cref="ReplayableDropout.Source"/>, the host generator every device's masks are drawn from) is saved before
+/// each chunk and restored before its replay, so dropout draws the same masks on any device, whatever ran in
+/// between (the generation passes of a GRL step); and each chunk carries its own slices of the input ids, attention
+/// mask and pooling mask (a pooling mask that excludes instruction tokens travels with its rows). The replay leaves
+/// the random stream where it found it, so the draws of whatever ran between the passes are not replayed again by
+/// the next batch.
 /// </para>
 /// </summary>
 public sealed class GradCache
@@ -82,7 +45,7 @@ public sealed class GradCache
     /// </summary>
     /// <param name="groups">Batches to embed.</param>
     /// <param name="embed">Maps a chunk to its embeddings [n, H] (forward + pooling, with whatever grad mode is
-    /// active; it must not consume randomness other than through torch's global generator).</param>
+    /// active; its randomness must come from <see cref="ReplayableDropout.Source"/>, torch's host generator).</param>
     /// <returns>The cached embeddings: compute the loss from <see cref="CachedEmbeddings.Embeddings"/>, call
     /// <c>backward()</c> on it, then <see cref="CachedEmbeddings.Backward"/>.</returns>
     public CachedEmbeddings Forward(IReadOnlyList<TokenBatch> groups, Func<TokenBatch, Tensor> embed)
@@ -98,7 +61,7 @@ public sealed class GradCache
                 for (long start = 0; start < group.Count; start += ChunkSize)
                 {
                     long end = Math.Min(group.Count, start + ChunkSize);
-                    var rng = get_rng_state().DetachFromDisposeScope();
+                    var rng = ReplayableDropout.CaptureState().DetachFromDisposeScope();
                     using var scope = NewDisposeScope();
                     var e = embed(group.Slice(start, end, TrimRightPadding));
                     if (e.dim() != 2 || e.shape[0] != end - start)
@@ -112,8 +75,7 @@ public sealed class GradCache
                 foreach (var p in parts) if (!ReferenceEquals(p, all)) p.Dispose();
             }
         }
-        var after = get_rng_state().DetachFromDisposeScope();
-        return new CachedEmbeddings(groups, embed, chunks, embeddings, after, TrimRightPadding);
+        return new CachedEmbeddings(groups, embed, chunks, embeddings, TrimRightPadding);
     }
 
     internal sealed record Chunk(long Start, long End, Tensor RngState);
@@ -126,17 +88,15 @@ public sealed class CachedEmbeddings : IDisposable
     private readonly Func<TokenBatch, Tensor> _embed;
     private readonly List<List<GradCache.Chunk>> _chunks;
     private readonly List<Tensor> _embeddings;
-    private readonly Tensor _rngAfter;
     private readonly bool _trim;
 
     internal CachedEmbeddings(IReadOnlyList<TokenBatch> groups, Func<TokenBatch, Tensor> embed, List<List<GradCache.Chunk>> chunks,
-        List<Tensor> embeddings, Tensor rngAfter, bool trim)
+        List<Tensor> embeddings, bool trim)
     {
         _groups = groups;
         _embed = embed;
         _chunks = chunks;
         _embeddings = embeddings;
-        _rngAfter = rngAfter;
         _trim = trim;
     }
 
@@ -146,10 +106,12 @@ public sealed class CachedEmbeddings : IDisposable
     /// <summary>
     /// Pass 2: replays each chunk with a graph (same RNG state as in pass 1) and back-propagates the cached
     /// ∂L/∂e into the model's parameters (accumulating into <c>.grad</c>). Call after the loss's backward. Groups
-    /// whose embeddings received no gradient are skipped. Afterwards the global RNG is where pass 1 left it.
+    /// whose embeddings received no gradient are skipped. Afterwards the random stream is where it was when this
+    /// was called: the replay neither consumes it nor rewinds what ran since pass 1.
     /// </summary>
     public void Backward()
     {
+        using var before = ReplayableDropout.CaptureState();
         try
         {
             for (int g = 0; g < _groups.Count; g++)
@@ -159,7 +121,7 @@ public sealed class CachedEmbeddings : IDisposable
                 foreach (var chunk in _chunks[g])
                 {
                     using var scope = NewDisposeScope();
-                    set_rng_state(chunk.RngState);
+                    ReplayableDropout.RestoreState(chunk.RngState);
                     var e = _embed(_groups[g].Slice(chunk.Start, chunk.End, _trim));
                     var chunkGrad = grad[TensorIndex.Slice(chunk.Start, chunk.End)].to(e.dtype);
                     autograd.backward([e], [chunkGrad]);
@@ -169,7 +131,7 @@ public sealed class CachedEmbeddings : IDisposable
         }
         finally
         {
-            set_rng_state(_rngAfter);
+            ReplayableDropout.RestoreState(before);
         }
     }
 
@@ -177,6 +139,5 @@ public sealed class CachedEmbeddings : IDisposable
     {
         foreach (var e in _embeddings) e.Dispose();
         foreach (var list in _chunks) foreach (var c in list) c.RngState.Dispose();
-        _rngAfter.Dispose();
     }
 }

@@ -1,4 +1,5 @@
 using TorchSharp;
+using Ullme.MLNet.Inference;
 using static TorchSharp.torch;
 
 namespace Ullme.MLNet.Training;
@@ -63,53 +64,34 @@ internal sealed class EmbeddingLeaves : IDisposable
 
 /// <summary>
 /// Causal sequences <c>[special prefix] + prompt(q) + candidate</c> for every candidate of every query (the
-/// positive first, then the negatives), right-padded, with a mask over the candidate tokens.
+/// positive first, then the negatives) as one <see cref="TokenBatch"/> whose score mask covers the candidate tokens,
+/// with the bookkeeping of which row belongs to which query.
 /// </summary>
 internal sealed class GenerationBatch
 {
-    private readonly IReadOnlyList<(int[] Ids, int ScoreFrom)> _rows;
-    private readonly int _padId;
-    private readonly Device _device;
+    private readonly long[] _scoredTokens;
 
-    private GenerationBatch(IReadOnlyList<(int[] Ids, int ScoreFrom)> rows, List<List<int>> rowsOfQuery, List<int> negativeIndexOfRow,
-        int firstQuery, int padId, Device device)
+    private GenerationBatch(TokenBatch tokens, long[] scoredTokens, List<List<int>> rowsOfQuery, List<int> negativeIndexOfRow, int firstQuery)
     {
-        _rows = rows;
-        _padId = padId;
-        _device = device;
+        Tokens = tokens;
+        _scoredTokens = scoredTokens;
         RowsOfQuery = rowsOfQuery;
         NegativeIndexOfRow = negativeIndexOfRow;
         FirstQuery = firstQuery;
         PositiveRows = rowsOfQuery.Select(r => r[0]).ToList();
-        PositiveTokens = PositiveRows.Sum(r => (long)(rows[r].Ids.Length - rows[r].ScoreFrom));
+        PositiveTokens = PositiveRows.Sum(r => scoredTokens[r]);
         MaxCandidates = rowsOfQuery.Max(r => r.Count);
-
-        int n = rows.Count, t = rows.Max(r => r.Ids.Length);
-        var ids = new long[n * t];
-        var attention = new long[n * t];
-        var score = new bool[n * t];
-        for (int i = 0; i < n; i++)
-        {
-            var (rowIds, from) = rows[i];
-            for (int j = 0; j < t; j++)
-            {
-                bool real = j < rowIds.Length;
-                ids[i * t + j] = real ? rowIds[j] : padId;
-                attention[i * t + j] = real ? 1 : 0;
-                score[i * t + j] = real && j >= from;
-            }
-        }
-        InputIds = tensor(ids, [n, t]).to(device);
-        AttentionMask = tensor(attention, [n, t]).to(device);
-        ScoreMask = tensor(score, [n, t]).to(device);
     }
 
-    public Tensor InputIds { get; }
-    public Tensor AttentionMask { get; }
-    /// <summary>[M, T] bool: the candidate's tokens.</summary>
-    public Tensor ScoreMask { get; }
+    /// <summary>The padded rows; <see cref="TokenBatch.ScoreMask"/> marks the candidate tokens.</summary>
+    public TokenBatch Tokens { get; }
 
-    public int Rows => _rows.Count;
+    public Tensor InputIds => Tokens.InputIds;
+    public Tensor AttentionMask => Tokens.AttentionMask;
+    /// <summary>[M, T] bool: the candidate's tokens.</summary>
+    public Tensor ScoreMask => Tokens.ScoreMask!;
+
+    public int Rows => _scoredTokens.Length;
 
     /// <summary>Per query (of this batch), its rows: the positive's first, then its negatives'.</summary>
     public List<List<int>> RowsOfQuery { get; }
@@ -129,20 +111,18 @@ internal sealed class GenerationBatch
 
     public int MaxCandidates { get; }
 
-    public static GenerationBatch Create(IReadOnlyList<(int[] Ids, int ScoreFrom)> rows, List<List<int>> rowsOfQuery, List<int> negativeIndexOfRow,
-        List<int> positiveRows, long positiveTokens, int padId, Device device)
+    /// <summary>Pads <paramref name="rows"/> (prompt + candidate, candidate scored) into one batch.</summary>
+    public static GenerationBatch Create(IReadOnlyList<TokenScoreRequest> rows, List<List<int>> rowsOfQuery, List<int> negativeIndexOfRow, int padId, Device device)
     {
-        var batch = new GenerationBatch(rows, rowsOfQuery, negativeIndexOfRow, 0, padId, device);
-        if (batch.PositiveTokens != positiveTokens || !batch.PositiveRows.SequenceEqual(positiveRows))
-            throw new InvalidOperationException("GenerationBatch bookkeeping mismatch.");
-        return batch;
+        var scored = rows.Select(r => (long)(r.InputIds.Count - r.ScoreFrom)).ToArray();
+        return new GenerationBatch(TokenBatch.Build(rows, padId, device), scored, rowsOfQuery, negativeIndexOfRow, 0);
     }
 
-    /// <summary>Queries [q0, q1) with all their candidates, re-padded to their own longest row.</summary>
+    /// <summary>Queries [q0, q1) with all their candidates, padded to their own longest row.</summary>
     public GenerationBatch Select(int q0, int q1)
     {
         if (q0 == 0 && q1 == QueryCount) return this;
-        var rows = new List<(int[] Ids, int ScoreFrom)>();
+        var selected = new List<long>();
         var rowsOfQuery = new List<List<int>>();
         var negIndex = new List<int>();
         for (int q = q0; q < q1; q++)
@@ -150,12 +130,13 @@ internal sealed class GenerationBatch
             var mine = new List<int>();
             foreach (int r in RowsOfQuery[q])
             {
-                mine.Add(rows.Count);
-                rows.Add(_rows[r]);
+                mine.Add(selected.Count);
+                selected.Add(r);
                 negIndex.Add(NegativeIndexOfRow[r]);
             }
             rowsOfQuery.Add(mine);
         }
-        return new GenerationBatch(rows, rowsOfQuery, negIndex, FirstQuery + q0, _padId, _device);
+        var scored = selected.Select(r => _scoredTokens[r]).ToArray();
+        return new GenerationBatch(Tokens.Select(selected), scored, rowsOfQuery, negIndex, FirstQuery + q0);
     }
 }

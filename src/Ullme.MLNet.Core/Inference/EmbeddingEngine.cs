@@ -178,16 +178,14 @@ public sealed partial class EmbeddingEngine
         {
             using var noGrad = no_grad();
             using var scope = NewDisposeScope();
-            using var batch = new PaddedBatch(rows, PadId, Model.Device);
-            tokens = batch.Tokens;
+            using var batch = TokenBatch.Build(rows, Model.PadTokenId, Model.Device);
+            tokens = batch.RealTokens;
             var hidden = Model.Backbone.Forward(batch.InputIds, batch.AttentionMask, o.Attention);   // [B, T, H]
             var pooled = Pooler.Pool(hidden, batch.AttentionMask, batch.PoolingMask, o.Pooling);      // [B, H] f32
             if (o.Normalize) pooled = Pooler.Normalize(pooled);
             return pooled.cpu().data<float>().ToArray();
         }
     }
-
-    internal int PadId => Model.Tokenizer.PadTokenId ?? Model.Config.PadTokenId ?? Model.Tokenizer.EosTokenId ?? 0;
 
     /// <summary>Checks pre-tokenized input: non-empty, ids inside the vocabulary, length within the model's
     /// position limit. <paramref name="what"/> names the input in the error.</summary>

@@ -92,68 +92,31 @@ public sealed partial class EmbeddingEngine
 
     private ScoreResult[] ScoreBatch(TokenScoreRequest[] batch)
     {
-        var rows = batch.Select(r => EncodedText.FromIds(r.InputIds)).ToArray();
-        // Which (row, position) pairs predict a scored token, and which token.
-        var rowIdx = new List<long>();
-        var posIdx = new List<long>();
-        var targets = new List<long>();
-        var counts = new int[batch.Length];
-        for (int b = 0; b < batch.Length; b++)
-        {
-            var ids = batch[b].InputIds;
-            for (int t = batch[b].ScoreFrom; t < ids.Count; t++)
-            {
-                rowIdx.Add(b);
-                posIdx.Add(t - 1);
-                targets.Add(ids[t]);
-            }
-            counts[b] = ids.Count - batch[b].ScoreFrom;
-        }
         float[] logProbs;
+        long t;
         lock (_forwardLock)
         {
             using var noGrad = no_grad();
             using var scope = NewDisposeScope();
-            using var padded = new PaddedBatch(rows, PadId, Model.Device);
-            var hidden = Model.Backbone.Forward(padded.InputIds, padded.AttentionMask, AttentionMode.Causal);  // [B, T, H]
-            logProbs = GatherTokenLogProbs(hidden, rowIdx, posIdx, targets);
+            using var tokens = TokenBatch.Build(batch, Model.PadTokenId, Model.Device);
+            var hidden = Model.Backbone.Forward(tokens.InputIds, tokens.AttentionMask, AttentionMode.Causal);  // [B, T, H]
+            long chunk = ChunkedLogProbs.RowsPerChunk(Model.Config.VocabSize, MaxLogitsPerChunk);
+            var lp = ChunkedLogProbs.ForInputs(hidden, tokens.InputIds, tokens.ScoreMask!,
+                (h, y) => ChunkedLogProbs.OfRows(h, y, Model.Backbone.LanguageModelLogits, chunk));        // [B, T]
+            t = lp.shape[1];
+            logProbs = lp.to(ScalarType.Float32).cpu().data<float>().ToArray();
         }
         var results = new ScoreResult[batch.Length];
-        int offset = 0;
         for (int b = 0; b < batch.Length; b++)
         {
-            var lp = new float[counts[b]];
-            Array.Copy(logProbs, offset, lp, 0, counts[b]);
-            offset += counts[b];
+            // Token j of the row (j ≥ ScoreFrom) is scored from the state at j − 1.
+            int from = batch[b].ScoreFrom, count = batch[b].InputIds.Count - from;
+            var lp = new float[count];
+            Array.Copy(logProbs, b * t + from, lp, 0, count);
             double sum = 0;
             foreach (float v in lp) sum += v;
             results[b] = new ScoreResult(lp, sum, lp.Length == 0 ? double.NaN : sum / lp.Length);
         }
         return results;
-    }
-
-    /// <summary>log softmax(lm_head(hidden[row, pos]))[target] for each triple, computed in chunks of positions so
-    /// that only [chunk, V] logits exist at a time; softmax in float32.</summary>
-    private float[] GatherTokenLogProbs(Tensor hidden, List<long> rowIdx, List<long> posIdx, List<long> targets)
-    {
-        int total = targets.Count;
-        var output = new float[total];
-        if (total == 0) return output;
-        long vocab = Model.Config.VocabSize;
-        int chunk = (int)Math.Max(1, Math.Min(total, MaxLogitsPerChunk / Math.Max(1, vocab)));
-        var device = hidden.device;
-        for (int s = 0; s < total; s += chunk)
-        {
-            using var scope = NewDisposeScope();
-            int c = Math.Min(chunk, total - s);
-            var r = tensor(rowIdx.GetRange(s, c).ToArray(), ScalarType.Int64).to(device);
-            var p = tensor(posIdx.GetRange(s, c).ToArray(), ScalarType.Int64).to(device);
-            var y = tensor(targets.GetRange(s, c).ToArray(), ScalarType.Int64).to(device);
-            var states = hidden[r, p];                                                    // [c, H]
-            var logits = Model.Backbone.LanguageModelLogits(states).to_type(ScalarType.Float32);  // [c, V]
-            var lp = logits.log_softmax(-1).gather(1, y.unsqueeze(1)).squeeze(1);        // [c]
-            Array.Copy(lp.cpu().data<float>().ToArray(), 0, output, s, c);
-        }
-        return output;
     }
 }

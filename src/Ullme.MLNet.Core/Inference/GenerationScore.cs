@@ -1,6 +1,7 @@
 namespace Ullme.MLNet.Inference;
 
-/// <summary>How a candidate's generation score s_gen is formed from its token log-probs.</summary>
+/// <summary>How a candidate's generation score s_gen is formed from its token log-probs (scoring, reranking and
+/// the GRL training objective use the same choice).</summary>
 public enum GenerationScore
 {
     /// <summary>Mean token log-prob (length-normalised; the default).</summary>

@@ -31,6 +31,10 @@ public sealed partial class UllmeModel : IDisposable
     /// <summary>Width of the embeddings.</summary>
     public int EmbeddingDimension => Backbone.HiddenSize;
 
+    /// <summary>The id that pads a batch: the tokenizer's pad token, else the config's <c>pad_token_id</c>, else the
+    /// end-of-sequence token, else 0. Padded positions are masked out everywhere, so only a valid id matters.</summary>
+    public int PadTokenId { get; }
+
     public TorchSharp.torch.Device Device { get; }
     public TorchSharp.torch.ScalarType ScalarType { get; }
 
@@ -46,6 +50,7 @@ public sealed partial class UllmeModel : IDisposable
         SourceFolder = sourceFolder;
         Device = device;
         ScalarType = scalarType;
+        PadTokenId = tokenizer.PadTokenId ?? config.PadTokenId ?? tokenizer.EosTokenId ?? 0;
     }
 
     public void Dispose() => Backbone.Dispose();

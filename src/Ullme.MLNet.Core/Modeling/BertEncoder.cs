@@ -128,6 +128,45 @@ public sealed class BertEncoder : EmbeddingBackbone
     /// <returns>[B, T, H] in the model's dtype (token-type ids are all 0).</returns>
     public override Tensor Forward(Tensor inputIds, Tensor attentionMask, AttentionMode mode, Tensor? positionIds = null)
     {
+        using var scope = NewDisposeScope();
+        var (hidden, bias) = EmbedBatch(inputIds, attentionMask, mode, positionIds);
+        foreach (var layer in encoder.layer)
+        {
+            Tensor next;
+            using (var layerScope = NewDisposeScope())
+            {
+                next = layer.Forward(hidden, bias).MoveToOuterDisposeScope();
+            }
+            hidden.Dispose();
+            hidden = next;
+        }
+        return hidden.MoveToOuterDisposeScope();
+    }
+
+    public override bool SupportsLayerRunner => true;
+
+    public override Tensor ForwardLayers(Tensor inputIds, Tensor attentionMask, AttentionMode mode, LayerRunner runLayer, ICollection<IDisposable> layerInputs)
+    {
+        ArgumentNullException.ThrowIfNull(runLayer);
+        ArgumentNullException.ThrowIfNull(layerInputs);
+        var (hidden, bias) = EmbedBatch(inputIds, attentionMask, mode, null);
+        if (bias is not null)
+        {
+            bias.DetachFromDisposeScope();
+            layerInputs.Add(bias);
+        }
+        foreach (var layer in encoder.layer)
+        {
+            var current = layer;
+            hidden = runLayer(h => current.Forward(h, bias), hidden);
+        }
+        return hidden;
+    }
+
+    /// <summary>Checks the batch; returns the embedded tokens [B, T, H] and the additive key mask [B, 1, 1, T]
+    /// (null when nothing is padded), both in the caller's dispose scope.</summary>
+    private (Tensor Hidden, Tensor? Bias) EmbedBatch(Tensor inputIds, Tensor attentionMask, AttentionMode mode, Tensor? positionIds)
+    {
         if (mode == AttentionMode.Causal)
             throw new UllmeException("BERT encoders are bidirectional; causal attention is not available.");
         if (inputIds.dim() != 2)
@@ -170,18 +209,7 @@ public sealed class BertEncoder : EmbeddingBackbone
             bias = zeros(new[] { batch, 1, 1, tokens }, dtype, device)
                 .masked_fill(keep.logical_not().view(batch, 1, 1, tokens), finfo(dtype).min); // [B, 1, 1, T]
         }
-
-        foreach (var layer in encoder.layer)
-        {
-            Tensor next;
-            using (var layerScope = NewDisposeScope())
-            {
-                next = layer.Forward(hidden, bias).MoveToOuterDisposeScope();
-            }
-            hidden.Dispose();
-            hidden = next;
-        }
-        return hidden.MoveToOuterDisposeScope();
+        return (hidden.MoveToOuterDisposeScope(), bias?.MoveToOuterDisposeScope());
     }
 
     /// <summary>LayerNorm computed in float32 whatever the tensor's dtype, cast back (bfloat16 safety).</summary>
@@ -206,7 +234,7 @@ internal sealed class BertEmbeddings : nn.Module
     private readonly Embedding position_embeddings;
     private readonly Embedding token_type_embeddings;
     private readonly LayerNorm LayerNorm;
-    private readonly Dropout dropout;
+    private readonly ReplayableDropout dropout;
     private readonly double eps;
 
     public BertEmbeddings(int vocab, int hidden, int maxPositions, int typeVocab, double eps, double dropoutP) : base("embeddings")
@@ -215,7 +243,7 @@ internal sealed class BertEmbeddings : nn.Module
         position_embeddings = nn.Embedding(maxPositions, hidden);
         token_type_embeddings = nn.Embedding(typeVocab, hidden);
         LayerNorm = nn.LayerNorm(hidden, eps);
-        dropout = nn.Dropout(dropoutP);
+        dropout = new ReplayableDropout(dropoutP);
         this.eps = eps;
         RegisterComponents();
     }
@@ -324,14 +352,14 @@ internal sealed class BertSelfOutput : nn.Module
 {
     private readonly nn.Module<Tensor, Tensor> dense;
     private readonly LayerNorm LayerNorm;
-    private readonly Dropout dropout;
+    private readonly ReplayableDropout dropout;
     private readonly double eps;
 
     public BertSelfOutput(int hidden, double eps, double dropoutP) : base("output")
     {
         dense = nn.Linear(hidden, hidden);
         LayerNorm = nn.LayerNorm(hidden, eps);
-        dropout = nn.Dropout(dropoutP);
+        dropout = new ReplayableDropout(dropoutP);
         this.eps = eps;
         RegisterComponents();
     }
@@ -370,14 +398,14 @@ internal sealed class BertOutput : nn.Module
 {
     private readonly nn.Module<Tensor, Tensor> dense;
     private readonly LayerNorm LayerNorm;
-    private readonly Dropout dropout;
+    private readonly ReplayableDropout dropout;
     private readonly double eps;
 
     public BertOutput(int intermediate, int hidden, double eps, double dropoutP) : base("output")
     {
         dense = nn.Linear(intermediate, hidden);
         LayerNorm = nn.LayerNorm(hidden, eps);
-        dropout = nn.Dropout(dropoutP);
+        dropout = new ReplayableDropout(dropoutP);
         this.eps = eps;
         RegisterComponents();
     }

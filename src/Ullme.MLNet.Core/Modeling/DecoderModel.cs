@@ -92,6 +92,26 @@ public sealed class DecoderModel : EmbeddingBackbone
         return FinalNorm(hidden).MoveToOuterDisposeScope();
     }
 
+    public override bool SupportsLayerRunner => true;
+
+    public override Tensor ForwardLayers(Tensor inputIds, Tensor attentionMask, AttentionMode mode, LayerRunner runLayer, ICollection<IDisposable> layerInputs)
+    {
+        ArgumentNullException.ThrowIfNull(runLayer);
+        ArgumentNullException.ThrowIfNull(layerInputs);
+        ValidateBatch(inputIds, attentionMask, null);
+        Tensor hidden = Embed(inputIds);                                   // [B, T, H]
+        DecoderInputs inputs = PrepareInputs(attentionMask, mode, null, hidden.dtype);
+        foreach (var t in new[] { inputs.Cos, inputs.Sin, inputs.FullMask, inputs.SlidingMask })
+            t?.DetachFromDisposeScope();
+        layerInputs.Add(inputs);
+        for (int i = 0; i < model.layers.Count; i++)
+        {
+            int layer = i;
+            hidden = runLayer(h => ForwardLayer(layer, h, inputs), hidden);
+        }
+        return FinalNorm(hidden);
+    }
+
     /// <summary>Token embeddings [B, T, H] (Gemma2: scaled by sqrt(hidden), the scale rounded to the model dtype).</summary>
     public Tensor Embed(Tensor inputIds)
     {

@@ -32,6 +32,24 @@ public abstract class EmbeddingBackbone : nn.Module
     /// <returns>[B, T, H] in the model's dtype.</returns>
     public abstract Tensor Forward(Tensor inputIds, Tensor attentionMask, AttentionMode mode, Tensor? positionIds = null);
 
+    /// <summary>Whether <see cref="ForwardLayers"/> is available (every built-in backbone: decoders and BERT).</summary>
+    public virtual bool SupportsLayerRunner => false;
+
+    /// <summary>
+    /// The forward of <see cref="Forward"/> (positions from the mask), with each transformer layer run through
+    /// <paramref name="runLayer"/> — the per-layer hook activation checkpointing uses. The tensors every layer reads
+    /// (attention masks, rotary tables) leave all dispose scopes and are added to <paramref name="layerInputs"/>: a
+    /// checkpointed layer recomputes from them during the backward, so the caller disposes them after it.
+    /// </summary>
+    /// <param name="inputIds">[B, T] int64.</param>
+    /// <param name="attentionMask">[B, T], 1 = real token.</param>
+    /// <param name="mode">Causal or bidirectional attention.</param>
+    /// <param name="runLayer">Runs one layer on its input state.</param>
+    /// <param name="layerInputs">Receives what the layers capture, to be disposed by the caller.</param>
+    /// <returns>[B, T, H] final states, as <see cref="Forward"/>.</returns>
+    public virtual Tensor ForwardLayers(Tensor inputIds, Tensor attentionMask, AttentionMode mode, LayerRunner runLayer, ICollection<IDisposable> layerInputs) =>
+        throw new UllmeException($"{GetType().Name} does not expose its layers (ForwardLayers), so it cannot checkpoint activations per layer; turn GradientCheckpointing off for this model.");
+
     /// <summary>Logits [.., V] for states [.., H] (applies final soft-capping where the architecture has it).</summary>
     public virtual Tensor LanguageModelLogits(Tensor hidden) =>
         throw new NotSupportedException($"{GetType().Name} has no language-model head.");

@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using Ullme.MLNet.Modeling;
 using static TorchSharp.torch;
 
 namespace Ullme.MLNet.Training.Lora;
@@ -40,7 +41,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         lora_A = nn.Linear(baseLayer.in_features, Rank, hasBias: false, device: device, dtype: options.AdapterDType);    // kaiming-uniform(a=√5)
         lora_B = nn.Linear(Rank, baseLayer.out_features, hasBias: false, device: device, dtype: options.AdapterDType);
         using (no_grad()) lora_B.weight.zero_();
-        lora_dropout = options.Dropout > 0 ? nn.Dropout(options.Dropout) : nn.Identity();
+        lora_dropout = options.Dropout > 0 ? new ReplayableDropout(options.Dropout) : nn.Identity();
         RegisterComponents();
     }
 

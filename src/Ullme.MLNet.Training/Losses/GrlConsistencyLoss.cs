@@ -1,4 +1,5 @@
 using TorchSharp;
+using Ullme.MLNet.Inference;
 using static TorchSharp.torch;
 using Ullme.MLNet.Inference;
 

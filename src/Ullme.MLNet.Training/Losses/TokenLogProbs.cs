@@ -1,4 +1,5 @@
 using TorchSharp;
+using Ullme.MLNet.Inference;
 using Ullme.MLNet.Training;
 using static TorchSharp.torch;
 
@@ -45,27 +46,8 @@ public static class TokenLogProbs
             throw new UllmeException($"TokenLogProbs: targets {LossChecks.Shape(targets)} must match the first two dimensions of hidden {LossChecks.Shape(hidden)}.");
         LossChecks.SameShape(targets, "targets", mask, "mask");
         if (chunkSize <= 0) throw new UllmeException($"TokenLogProbs: chunkSize must be positive, got {chunkSize}.");
-
         AutogradErrors.ThrowIfAny();
-        using var scope = NewDisposeScope();
-        long b = hidden.shape[0], t = hidden.shape[1], h = hidden.shape[2];
-        var outType = hidden.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-        var flatHidden = hidden.reshape(b * t, h);                                       // [B*T, H]
-        var flatTargets = targets.reshape(b * t).to(ScalarType.Int64);                   // [B*T]
-        var index = mask.reshape(b * t).to(ScalarType.Bool).nonzero().squeeze(1);      // [M]
-        var selectedHidden = flatHidden.index_select(0, index);                          // [M, H]
-        var selectedTargets = flatTargets.index_select(0, index);                        // [M]
-
-        Tensor selected;                                                                 // [M]
-        if (index.shape[0] == 0)
-            selected = zeros(0, dtype: outType, device: hidden.device);
-        else if (is_grad_enabled() && selectedHidden.requires_grad)
-            selected = ChunkedLogProbFunction.apply(selectedHidden, selectedTargets, new HeadBox(lmHead), (long)chunkSize);
-        else
-            selected = ForwardChunks(selectedHidden, selectedTargets, lmHead, chunkSize);
-
-        var result = zeros(b * t, dtype: outType, device: hidden.device).index_copy(0, index, selected.to(outType));
-        return result.reshape(b, t).MoveToOuterDisposeScope();
+        return ChunkedLogProbs.Compute(hidden, targets, mask, Rows(lmHead, chunkSize));
     }
 
     /// <summary>
@@ -80,20 +62,27 @@ public static class TokenLogProbs
     /// <param name="chunkSize">Positions per logits chunk.</param>
     public static Tensor ForInputs(Tensor hidden, Tensor inputIds, Tensor scoreMask, Func<Tensor, Tensor> lmHead, int chunkSize = DefaultChunkSize)
     {
+        LossChecks.Rank(hidden, 3, "hidden");
         LossChecks.Rank(inputIds, 2, "inputIds");
         LossChecks.SameShape(inputIds, "inputIds", scoreMask, "scoreMask");
-        using var scope = NewDisposeScope();
-        var maskBool = scoreMask.to(ScalarType.Bool);
-        if (maskBool[TensorIndex.Colon, 0].any().item<bool>())
-            throw new UllmeException("TokenLogProbs: scoreMask is set at position 0, which has no preceding token to predict it from.");
-        long t = inputIds.shape[1];
-        var shiftedHidden = hidden[TensorIndex.Colon, TensorIndex.Slice(0, t - 1)];         // [B, T-1, H] predicts 1..T-1
-        var shiftedTargets = inputIds[TensorIndex.Colon, TensorIndex.Slice(1, t)];          // [B, T-1]
-        var shiftedMask = maskBool[TensorIndex.Colon, TensorIndex.Slice(1, t)];             // [B, T-1]
-        var lp = Compute(shiftedHidden, shiftedTargets, shiftedMask, lmHead, chunkSize);   // [B, T-1]
-        var padded = nn.functional.pad(lp, [1, 0]);                                        // [B, T]
-        return padded.MoveToOuterDisposeScope();
+        if (inputIds.shape[0] != hidden.shape[0] || inputIds.shape[1] != hidden.shape[1])
+            throw new UllmeException($"TokenLogProbs: inputIds {LossChecks.Shape(inputIds)} must match the first two dimensions of hidden {LossChecks.Shape(hidden)}.");
+        if (chunkSize <= 0) throw new UllmeException($"TokenLogProbs: chunkSize must be positive, got {chunkSize}.");
+        using (var scope = NewDisposeScope())
+        {
+            if (scoreMask.to(ScalarType.Bool)[TensorIndex.Colon, 0].any().item<bool>())
+                throw new UllmeException("TokenLogProbs: scoreMask is set at position 0, which has no preceding token to predict it from.");
+        }
+        AutogradErrors.ThrowIfAny();
+        return ChunkedLogProbs.ForInputs(hidden, inputIds, scoreMask, Rows(lmHead, chunkSize));
     }
+
+    /// <summary>The engine's chunked log-probs of the selected rows; when gradients are recorded, wrapped in the
+    /// function whose backward recomputes one chunk at a time.</summary>
+    private static ChunkedLogProbs.RowLogProbs Rows(Func<Tensor, Tensor> lmHead, long chunkSize) => (h, y) =>
+        is_grad_enabled() && h.requires_grad
+            ? ChunkedLogProbFunction.apply(h, y, new HeadBox(lmHead), chunkSize)
+            : ChunkedLogProbs.OfRows(h, y, lmHead, chunkSize);
 
     /// <summary>Σ_t lp·mask per row: the log-probability of each scored sequence. [N, T] → [N].</summary>
     public static Tensor Sum(Tensor tokenLogProbs, Tensor mask)
@@ -101,7 +90,7 @@ public static class TokenLogProbs
         LossChecks.SameShape(tokenLogProbs, "tokenLogProbs", mask, "mask");
         using var scope = NewDisposeScope();
         var m = mask.to(tokenLogProbs.dtype);
-        return (tokenLogProbs * m).sum(1).MoveToOuterDisposeScope();
+        return tokenLogProbs.mul(m).sum(1).MoveToOuterDisposeScope();
     }
 
     /// <summary>Σ_t lp·mask / Σ_t mask per row: mean token log-probability. [N, T] → [N]. A row without scored
@@ -112,32 +101,9 @@ public static class TokenLogProbs
         using var scope = NewDisposeScope();
         var m = mask.to(tokenLogProbs.dtype);
         var counts = m.sum(1);
-        if ((counts == 0).any().item<bool>())
+        if (counts.numel() > 0 && counts.min().to(ScalarType.Float64).item<double>() == 0)
             throw new UllmeException("TokenLogProbs.Mean: a sequence has no scored tokens (empty continuation?).");
-        return ((tokenLogProbs * m).sum(1) / counts).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>log_softmax(head(h))[target] for each row, chunk by chunk, with whatever grad mode is active.</summary>
-    internal static Tensor ForwardChunks(Tensor hidden, Tensor targets, Func<Tensor, Tensor> lmHead, long chunkSize)
-    {
-        long m = hidden.shape[0];
-        var parts = new List<Tensor>();
-        for (long start = 0; start < m; start += chunkSize)
-        {
-            long end = Math.Min(m, start + chunkSize);
-            parts.Add(ChunkLogProbs(hidden[TensorIndex.Slice(start, end)], targets[TensorIndex.Slice(start, end)], lmHead));
-        }
-        return parts.Count == 1 ? parts[0] : cat(parts, 0);
-    }
-
-    /// <summary>One chunk: logits [C, V] in float32 (float64 kept), minus their logsumexp, gathered at the targets.</summary>
-    private static Tensor ChunkLogProbs(Tensor hidden, Tensor targets, Func<Tensor, Tensor> lmHead)
-    {
-        using var scope = NewDisposeScope();
-        var logits = lmHead(hidden);                                                    // [C, V]
-        if (logits.dtype != ScalarType.Float64) logits = logits.to(ScalarType.Float32);
-        var picked = logits.gather(1, targets.unsqueeze(1)).squeeze(1);                 // [C]
-        return (picked - logits.logsumexp(1)).MoveToOuterDisposeScope();                // [C]
+        return tokenLogProbs.mul(m).sum(1).div(counts).MoveToOuterDisposeScope();
     }
 
     /// <summary>Carries the head delegate through autograd's object[] arguments.</summary>
@@ -157,7 +123,7 @@ public static class TokenLogProbs
             ctx.save_for_backward([hidden, targets]);
             ctx.save_data("head", head);
             ctx.save_data("chunk", chunk);
-            return ForwardChunks(hidden, targets, head.Head, chunk);
+            return ChunkedLogProbs.OfRows(hidden, targets, head.Head, chunk);
         }
 
         public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor gradOutput)
@@ -179,7 +145,7 @@ public static class TokenLogProbs
                         using var scope = NewDisposeScope();
                         long end = Math.Min(m, start + chunk);
                         var h = hidden[TensorIndex.Slice(start, end)].detach().requires_grad_(true);
-                        var lp = ChunkLogProbs(h, targets[TensorIndex.Slice(start, end)], head);
+                        var lp = ChunkedLogProbs.OfRows(h, targets[TensorIndex.Slice(start, end)], head, chunk);
                         var g = gradOutput[TensorIndex.Slice(start, end)].to(lp.dtype);
                         // Re-entrant backward: accumulates into the head's parameters and into h.grad.
                         autograd.backward([lp], [g]);

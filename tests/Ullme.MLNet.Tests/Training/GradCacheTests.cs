@@ -1,4 +1,5 @@
 using TorchSharp;
+using Ullme.MLNet.Inference;
 using Ullme.MLNet.Modeling;
 using Ullme.MLNet.Tests.Infrastructure;
 using Ullme.MLNet.Training;

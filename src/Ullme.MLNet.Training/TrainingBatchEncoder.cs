@@ -1,0 +1,84 @@
+using Ullme.MLNet.Inference;
+using Ullme.MLNet.Tokenization;
+
+namespace Ullme.MLNet.Training;
+
+/// <summary>
+/// Tokenizes and pads a batch of training examples, the way inference does (<see cref="TextEncoding"/>,
+/// <see cref="GenerationPrompt"/>, <see cref="TokenBatch"/>, the model's pad id): the embedding groups (queries with
+/// their instruction attended to but not pooled, positives, flattened hard negatives) and the causal generation
+/// batch (<c>[BOS] + prompt(q) + candidate</c> for every candidate, the candidate scored).
+/// </summary>
+internal sealed class TrainingBatchEncoder
+{
+    private readonly UllmeModel _model;
+    private readonly ITextTokenizer _tokenizer;
+    private readonly FineTuneOptions _options;
+
+    public TrainingBatchEncoder(UllmeModel model, FineTuneOptions options)
+    {
+        _model = model;
+        _tokenizer = model.Tokenizer;
+        _options = options;
+    }
+
+    /// <summary>Every hard negative of the batch, flattened in query order, with the query it belongs to.</summary>
+    public static (List<string> Texts, List<int> Owner) Negatives(IReadOnlyList<TrainingExample> batch)
+    {
+        var texts = new List<string>();
+        var owner = new List<int>();
+        for (int q = 0; q < batch.Count; q++)
+            foreach (var n in batch[q].Negatives) { owner.Add(q); texts.Add(n); }
+        return (texts, owner);
+    }
+
+    /// <summary>The texts to embed: [queries, positives] and, when the batch has any, the flattened negatives.</summary>
+    public List<TokenBatch> EmbeddingGroups(IReadOnlyList<TrainingExample> batch)
+    {
+        var negatives = Negatives(batch).Texts;
+        var groups = new List<TokenBatch>
+        {
+            Texts(batch.Select(e => e.Query).ToList(), batch.Select(e => e.Instruction).ToList()),
+            Texts(batch.Select(e => e.Positive).ToList(), null),
+        };
+        if (negatives.Count > 0) groups.Add(Texts(negatives, null));
+        return groups;
+    }
+
+    /// <summary>Texts (with optional per-row instructions) as one padded batch on the model's device.</summary>
+    public TokenBatch Texts(IReadOnlyList<string> texts, IReadOnlyList<string?>? instructions)
+    {
+        var rows = new EncodedText[texts.Count];
+        for (int i = 0; i < texts.Count; i++)
+            rows[i] = TextEncoding.Encode(_tokenizer, texts[i], instructions?[i], _options.MaxLength);
+        return TokenBatch.Build(rows, _model.PadTokenId, _model.Device);
+    }
+
+    /// <summary>Prompt + candidate sequences for every candidate of every query (the positive first), right-padded.</summary>
+    public GenerationBatch Generation(IReadOnlyList<TrainingExample> batch)
+    {
+        var rows = new List<TokenScoreRequest>();
+        var rowsOfQuery = new List<List<int>>();
+        var negativeIndexOfRow = new List<int>();
+        int negIndex = 0;
+        int prefixCount = _tokenizer.PrefixTokenIds.Count;
+        for (int q = 0; q < batch.Count; q++)
+        {
+            var e = batch[q];
+            var prompt = GenerationPrompt.EncodePrompt(_tokenizer, _options.BuildGenerationPrompt(e.Query, e.Instruction));
+            var mine = new List<int>();
+            var candidates = new List<string> { e.Positive };
+            candidates.AddRange(e.Negatives);
+            for (int c = 0; c < candidates.Count; c++)
+            {
+                var cand = _tokenizer.Encode(candidates[c], addSpecialTokens: false).ToArray();
+                if (cand.Length == 0) throw new UllmeException($"The candidate text \"{candidates[c]}\" tokenizes to nothing.");
+                mine.Add(rows.Count);
+                negativeIndexOfRow.Add(c == 0 ? -1 : negIndex++);
+                rows.Add(GenerationPrompt.Join(prompt, cand, prefixCount, _options.MaxGenerationLength));
+            }
+            rowsOfQuery.Add(mine);
+        }
+        return GenerationBatch.Create(rows, rowsOfQuery, negativeIndexOfRow, _model.PadTokenId, _model.Device);
+    }
+}
