@@ -14,5 +14,6 @@ internal static class CommandRegistry
         yield return InfoCommand.Create();
         yield return EvalCommand.Create();
         yield return TrainCommand.Create();
+        yield return ServeCommand.Create();
     }
 }

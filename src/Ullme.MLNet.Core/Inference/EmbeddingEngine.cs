@@ -72,6 +72,30 @@ public sealed partial class EmbeddingEngine
         }, o, progress, cancellationToken);
     }
 
+    /// <summary>
+    /// Embeds inputs already encoded by <see cref="Encode"/> (or <see cref="EncodedText.FromIds"/>), keeping each
+    /// row's instruction span out of pooling: the entry point of callers that tokenize elsewhere (a server tokenizes
+    /// on the request threads and batches rows of many requests into one forward). Row i of the result belongs to
+    /// rows[i]; sorting and batching follow <paramref name="options"/> (BatchSize ≥ rows.Count = one forward).
+    /// </summary>
+    public EmbeddingResult EmbedEncoded(IReadOnlyList<EncodedText> rows, ResolvedEmbeddingOptions options,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        ArgumentNullException.ThrowIfNull(options);
+        for (int i = 0; i < rows.Count; i++)
+        {
+            if (rows[i].Ids is null) throw new UllmeException($"row {i} has no token ids.");
+            ValidateIds(rows[i].Ids, $"row {i}");
+        }
+        return EmbedWindows(rows.Count, (start, count) =>
+        {
+            var encoded = new EncodedText[count];
+            for (int k = 0; k < count; k++) encoded[k] = rows[start + k];
+            return encoded;
+        }, options, null, cancellationToken);
+    }
+
     /// <summary>Tokenizes like <see cref="Embed"/> does (special tokens, instruction, truncation).</summary>
     public EncodedText Encode(string text, EmbeddingOptions? options = null)
     {
