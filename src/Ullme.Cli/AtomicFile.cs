@@ -1,8 +1,12 @@
+using System.Globalization;
+
 namespace Ullme.Cli;
 
 /// <summary>
-/// Writes an output file via a temporary file in the same folder, renamed over the target only when the whole
-/// output was written. A failure (bad input line, cancellation) deletes the temporary and leaves no partial output.
+/// Writes an output file via a temporary file in the same folder (<c>.&lt;name&gt;.&lt;pid&gt;.tmp</c>), renamed
+/// over the target only when the whole output was written. A failure (bad input line, cancellation) deletes the
+/// temporary and leaves no partial output. A process killed outright (SIGKILL, a second Ctrl+C) cannot delete it:
+/// the next write of the same output removes such leftovers of processes that are no longer alive.
 /// </summary>
 internal static class AtomicFile
 {
@@ -11,7 +15,8 @@ internal static class AtomicFile
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(dir);
-        string tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
+        RemoveStaleTemporaries(dir, Path.GetFileName(full));
+        string tmp = TemporaryName(full, Environment.ProcessId);
         try
         {
             using (var stream = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
@@ -25,6 +30,71 @@ internal static class AtomicFile
         {
             try { File.Delete(tmp); } catch (IOException) { }
             throw;
+        }
+    }
+
+    /// <summary>The temporary a process writes <paramref name="fullPath"/> through.</summary>
+    internal static string TemporaryName(string fullPath, int processId) =>
+        Path.Combine(Path.GetDirectoryName(fullPath)!, $".{Path.GetFileName(fullPath)}.{processId}.tmp");
+
+    /// <summary>
+    /// Deletes <c>.&lt;fileName&gt;.&lt;pid&gt;.tmp</c> files in <paramref name="dir"/> (every such file when
+    /// <paramref name="fileName"/> is null, in sub-folders too when <paramref name="recursive"/>) whose process is
+    /// no longer running. Returns the paths deleted.
+    /// </summary>
+    internal static List<string> RemoveStaleTemporaries(string dir, string? fileName = null, bool recursive = false)
+    {
+        var removed = new List<string>();
+        if (!Directory.Exists(dir)) return removed;
+        string pattern = fileName is null ? ".*.tmp" : $".{fileName}.*.tmp";
+        IEnumerable<string> candidates;
+        try
+        {
+            candidates = Directory.EnumerateFiles(dir, pattern, recursive ? SearchOption.AllDirectories : SearchOption.TopDirectoryOnly).ToList();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return removed;
+        }
+        foreach (string file in candidates)
+        {
+            if (ProcessIdOf(Path.GetFileName(file), fileName) is not int pid || pid == Environment.ProcessId || IsAlive(pid)) continue;
+            try
+            {
+                File.Delete(file);
+                removed.Add(file);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        return removed;
+    }
+
+    /// <summary>The pid in <c>.&lt;name&gt;.&lt;pid&gt;.tmp</c>, or null when the name has another shape.</summary>
+    internal static int? ProcessIdOf(string tempName, string? fileName)
+    {
+        if (!tempName.StartsWith('.') || !tempName.EndsWith(".tmp", StringComparison.Ordinal)) return null;
+        string middle = tempName[1..^4];
+        int dot = middle.LastIndexOf('.');
+        if (dot <= 0) return null;
+        if (fileName is not null && !string.Equals(middle[..dot], fileName, StringComparison.Ordinal)) return null;
+        return int.TryParse(middle[(dot + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && pid > 0 ? pid : null;
+    }
+
+    internal static bool IsAlive(int pid)
+    {
+        if (OperatingSystem.IsLinux()) return Directory.Exists($"/proc/{pid}");
+        try
+        {
+            using var p = System.Diagnostics.Process.GetProcessById(pid);
+            return !p.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
         }
     }
 }

@@ -31,7 +31,7 @@ internal static class EmbedCommand
         {
             model, input, output, textColumn, pooling, attention, instruction, maxLength, batchSize, dtype, device, threads, noNormalize,
         };
-        command.SetAction(parse =>
+        command.SetAction((parse, cancellationToken) =>
         {
             string outPath = parse.GetValue(output)!;
             EmbeddingWriter.CheckExtension(outPath);
@@ -63,7 +63,8 @@ internal static class EmbedCommand
                     for (int start = 0; start < records.Count; start += ChunkRows)
                     {
                         var chunk = records.GetRange(start, Math.Min(ChunkRows, records.Count - start));
-                        var rows = EmbedChunk(engine, chunk, options, ref tokens, ref truncated);
+                        cancellationToken.ThrowIfCancellationRequested();
+                        var rows = EmbedChunk(engine, chunk, options, ref tokens, ref truncated, cancellationToken);
                         foreach (var row in rows) writer.Write(row);
                         done += chunk.Count;
                         progress.Report(new EngineProgress(done, records.Count, tokens));
@@ -75,7 +76,7 @@ internal static class EmbedCommand
             if (truncated > 0) CliConsole.Warn($"{truncated} of {records.Count} texts exceeded {resolved.MaxLength} tokens and were truncated.");
             CliConsole.Note($"{records.Count} embeddings of dimension {loaded.EmbeddingDimension} ({loaded.ModelId}, {Pooling(resolved)}) → {outPath}; " +
                 $"{tokens} tokens in {seconds:F1}s ({(seconds > 0 ? records.Count / seconds : 0):F1} texts/s).");
-            return 0;
+            return Task.FromResult(0);
         });
         return command;
     }
@@ -84,7 +85,8 @@ internal static class EmbedCommand
         $"{MLNet.Pooling.Pooler.ToName(o.Pooling)} pooling, {(o.Attention == MLNet.Modeling.AttentionMode.Causal ? "causal" : "bidirectional")}";
 
     /// <summary>Embeds one chunk of input rows: texts and pre-tokenized rows separately, results in input order.</summary>
-    private static float[][] EmbedChunk(EmbeddingEngine engine, List<InputRecord> chunk, EmbeddingOptions options, ref long tokens, ref int truncated)
+    private static float[][] EmbedChunk(EmbeddingEngine engine, List<InputRecord> chunk, EmbeddingOptions options, ref long tokens, ref int truncated,
+        CancellationToken cancellationToken)
     {
         var result = new float[chunk.Count][];
         var textIdx = new List<int>();
@@ -92,7 +94,7 @@ internal static class EmbedCommand
         for (int i = 0; i < chunk.Count; i++) (chunk[i].InputIds is null ? textIdx : idIdx).Add(i);
         if (textIdx.Count > 0)
         {
-            var r = engine.EmbedDetailed(textIdx.Select(i => chunk[i].Text!).ToList(), options);
+            var r = engine.EmbedDetailed(textIdx.Select(i => chunk[i].Text!).ToList(), options, cancellationToken: cancellationToken);
             for (int k = 0; k < textIdx.Count; k++) result[textIdx[k]] = r.Embeddings[k];
             tokens += r.TokenCount;
             truncated += r.TruncatedCount;
@@ -100,7 +102,7 @@ internal static class EmbedCommand
         if (idIdx.Count > 0)
         {
             foreach (int i in idIdx) engine.ValidateTokenIds(chunk[i].InputIds!, $"line {chunk[i].Line}");
-            var r = engine.EmbedTokenIds(idIdx.Select(i => (IReadOnlyList<int>)chunk[i].InputIds!).ToList(), options);
+            var r = engine.EmbedTokenIds(idIdx.Select(i => (IReadOnlyList<int>)chunk[i].InputIds!).ToList(), options, cancellationToken: cancellationToken);
             for (int k = 0; k < idIdx.Count; k++) result[idIdx[k]] = r.Embeddings[k];
             tokens += r.TokenCount;
         }

@@ -82,6 +82,7 @@ internal static class EvalCommand
         var err = CliConsole.Err;
         // Read and check every task's files before the (slow) model load.
         var tasks = BuiltInTasks.Create(options.Tasks, options.DataDir);
+        if (options.OutputDir is string outputDir) AtomicFile.RemoveStaleTemporaries(outputDir, recursive: true);   // left by a killed run
         using var model = CliConsole.LoadModel(options.Model, options.LoadOptions ?? new ModelLoadOptions());
 
         EvaluationReport? report = null;

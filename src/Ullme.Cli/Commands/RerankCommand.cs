@@ -30,7 +30,7 @@ internal static class RerankCommand
         {
             model, input, output, by, mixWeight, instruction, prompt, score, batchSize, dtype, device, threads,
         };
-        command.SetAction(parse =>
+        command.SetAction((parse, cancellationToken) =>
         {
             string inPath = parse.GetValue(input)!;
             string outPath = parse.GetValue(output)!;
@@ -59,13 +59,13 @@ internal static class RerankCommand
             var reranker = new Reranker(new EmbeddingEngine(loaded), options);
             int pairs = items.Sum(i => i.Query.Candidates.Count);
             var ranked = CliConsole.WithProgress($"Scoring {pairs} candidates of {items.Count} queries", pairs,
-                progress => reranker.Rerank(items.Select(i => i.Query).ToArray(), progress));
+                progress => reranker.Rerank(items.Select(i => i.Query).ToArray(), progress, cancellationToken));
             AtomicFile.Write(outPath, stream =>
             {
                 for (int i = 0; i < items.Count; i++) stream.Write(Encoding.UTF8.GetBytes(ToJson(items[i].Id, items[i].Query.Query, ranked[i]) + "\n"));
             });
             CliConsole.Note($"{items.Count} queries reranked by {options.By.ToString().ToLowerInvariant()} ({loaded.ModelId}) → {outPath}");
-            return 0;
+            return Task.FromResult(0);
         });
         return command;
     }

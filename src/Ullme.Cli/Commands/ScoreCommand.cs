@@ -24,7 +24,7 @@ internal static class ScoreCommand
         {
             model, input, output, batchSize, dtype, device, threads,
         };
-        command.SetAction(parse =>
+        command.SetAction((parse, cancellationToken) =>
         {
             string inPath = parse.GetValue(input)!;
             string outPath = parse.GetValue(output)!;
@@ -50,13 +50,13 @@ internal static class ScoreCommand
             }
             int batch = parse.GetValue(batchSize);
             var results = CliConsole.WithProgress($"Scoring {requests.Length} sequences", requests.Length,
-                progress => engine.ScoreTokenIds(requests, batch, progress));
+                progress => engine.ScoreTokenIds(requests, batch, progress, cancellationToken));
             AtomicFile.Write(outPath, stream =>
             {
                 foreach (var r in results) stream.Write(Encoding.UTF8.GetBytes(ToJson(r) + "\n"));
             });
             CliConsole.Note($"{results.Length} sequences scored ({loaded.ModelId}) → {outPath}");
-            return 0;
+            return Task.FromResult(0);
         });
         return command;
     }

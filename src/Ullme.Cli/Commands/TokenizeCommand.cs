@@ -18,7 +18,7 @@ internal static class TokenizeCommand
         var textColumn = new Option<string>("--text-column") { Description = "Column holding the text in .csv/.tsv input.", DefaultValueFactory = _ => "text" };
         var noSpecial = new Option<bool>("--no-special-tokens") { Description = "Do not add the model's special tokens (BOS, [CLS] ... [SEP])." };
         var command = new Command("tokenize", "Tokenize texts exactly as the model does.") { model, input, output, textColumn, noSpecial };
-        command.SetAction(parse =>
+        command.SetAction((parse, cancellationToken) =>
         {
             string m = parse.GetValue(model)!;
             var tokenizer = TokenizerLoader.Load(m == UllmeModel.DefaultModelName ? DefaultModel.EnsureFolder() : m);
@@ -29,12 +29,13 @@ internal static class TokenizeCommand
             {
                 foreach (var r in records)
                 {
+                    cancellationToken.ThrowIfCancellationRequested();
                     var ids = r.InputIds ?? [.. tokenizer.Encode(r.Text!, special)];
                     stream.Write(Encoding.UTF8.GetBytes("{\"input_ids\":[" + string.Join(',', ids) + "]}\n"));
                 }
             });
             CliConsole.Note($"{records.Count} texts tokenized ({tokenizer.Kind}) → {outPath}");
-            return 0;
+            return Task.FromResult(0);
         });
         return command;
     }

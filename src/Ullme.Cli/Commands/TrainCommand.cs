@@ -225,7 +225,7 @@ internal static class TrainCommand
             }
             catch (OperationCanceledException)
             {
-                throw new UllmeException($"Training interrupted; checkpoints are in '{folders.Checkpoints}'. Run the same command with --resume to continue.");
+                throw Interrupted(folders);
             }
             if (result.History.Count > 0 && result.History.All(h => !h.Applied))
                 throw new UllmeException($"Every training step was skipped ({result.History[0].Message}); no model was written. Check the data, lower --lr, or add --max-grad-norm.");
@@ -261,6 +261,49 @@ internal static class TrainCommand
         }
         return 0;
     }
+
+    /// <summary>
+    /// The error of a run stopped by SIGINT/SIGTERM: the trainer wrote a checkpoint at the step boundary it stopped
+    /// at; the message names it and gives the exact command that continues the run.
+    /// </summary>
+    private static CommandInterruptedException Interrupted(RunFolders folders)
+    {
+        string? latest = TrainingCheckpoint.FindLatest(folders.Checkpoints);
+        string where = latest is null
+            ? $"no checkpoint was written yet (checkpoint folder '{folders.Checkpoints}')"
+            : $"checkpoint at step {TrainingCheckpoint.ReadState(latest).Step} written to '{latest}'";
+        return new CommandInterruptedException($"training stopped; {where}. To resume, run:{Environment.NewLine}  {ResumeCommand(CliRunner.Args)}");
+    }
+
+    /// <summary>The command line that continues this run: the same program and arguments, plus --resume.</summary>
+    internal static string ResumeCommand(IReadOnlyList<string> args)
+    {
+        var parts = new List<string>(CommandPrefix());
+        parts.AddRange(args);
+        if (!args.Contains("--resume")) parts.Add("--resume");
+        return string.Join(' ', parts.Select(ShellQuote));
+    }
+
+    /// <summary>How this process was started: <c>dotnet path/ullme.dll</c>, the apphost's path, or <c>ullme</c> (a tool on PATH).</summary>
+    private static IEnumerable<string> CommandPrefix()
+    {
+        string? process = Environment.ProcessPath;
+        string name = Path.GetFileNameWithoutExtension(process ?? "");
+        if (name.Equals("dotnet", StringComparison.OrdinalIgnoreCase))
+            return [process!, typeof(TrainCommand).Assembly.Location];
+        if (name.Equals("ullme", StringComparison.OrdinalIgnoreCase))
+        {
+            string dir = Path.GetDirectoryName(process!)!;
+            bool onPath = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator)
+                .Any(d => d.Length > 0 && string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(d)), Path.TrimEndingDirectorySeparator(dir), StringComparison.Ordinal));
+            return [onPath ? "ullme" : process!];
+        }
+        return ["ullme"];
+    }
+
+    /// <summary>Quotes an argument for a POSIX shell when it holds anything but safe characters.</summary>
+    internal static string ShellQuote(string arg) =>
+        arg.Length > 0 && arg.All(c => char.IsAsciiLetterOrDigit(c) || "-_./:=@%+,".Contains(c)) ? arg : "'" + arg.Replace("'", "'\\''") + "'";
 
     /// <summary>Runs training with a progress bar (interactive) or a line every ~5% of the steps (redirected).</summary>
     private static FineTuneResult TrainWithProgress(UllmeFineTuner tuner, IReadOnlyList<TrainingExample> data, LossLog log, long seenBefore,

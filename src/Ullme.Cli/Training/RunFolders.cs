@@ -63,9 +63,21 @@ internal sealed class RunFolders
             foreach (var dir in Directory.GetDirectories(checkpoints, TrainingCheckpoint.FolderPrefix + "*"))
                 Directory.Delete(dir, recursive: true);
         }
+        RemoveStaleStaging(full);
         if (!resume && File.Exists(Path.Combine(checkpoints, LossLog.FileName)))
             File.Delete(Path.Combine(checkpoints, LossLog.FileName));
         return new RunFolders(full, checkpoints, inside);
+    }
+
+    /// <summary>Deletes the staging folders (<c>.&lt;output&gt;.staging-&lt;pid&gt;</c>) of killed runs whose process is gone.</summary>
+    private static void RemoveStaleStaging(string output)
+    {
+        string? parent = Path.GetDirectoryName(output);
+        if (parent is null || !Directory.Exists(parent)) return;
+        string prefix = $".{Path.GetFileName(output)}.staging-";
+        foreach (string dir in Directory.GetDirectories(parent, prefix + "*"))
+            if (int.TryParse(Path.GetFileName(dir)[prefix.Length..], out int pid) && pid != Environment.ProcessId && !AtomicFile.IsAlive(pid))
+                Discard(dir);
     }
 
     /// <summary>A fresh, empty staging folder next to the output.</summary>
