@@ -3,7 +3,6 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Ullme.MLNet.Inference;
 using Ullme.MLNet.Modeling;
 using Ullme.MLNet.Pooling;
 using Ullme.MLNet.Training.Lora;

@@ -1,7 +1,6 @@
 using TorchSharp;
 using Ullme.MLNet.Inference;
 using static TorchSharp.torch;
-using Ullme.MLNet.Inference;
 
 namespace Ullme.MLNet.Training.Losses;
 
