@@ -52,7 +52,7 @@ public static class UllmeEndpoints
         endpoints.ServiceProvider.GetService<IHostApplicationLifetime>()?.ApplicationStopping.Register(service.BeginStop);
         endpoints.MapPost("/v1/embeddings", Wrap(service, "/v1/embeddings", true, OpenAiEmbeddings));
         endpoints.MapGet("/v1/models", Wrap(service, "/v1/models", true, Models));
-        endpoints.MapGet("/v1/models/{id}", Wrap(service, "/v1/models/{id}", true, Model));
+        endpoints.MapGet("/v1/models/{**id}", Wrap(service, "/v1/models/{id}", true, Model));
         endpoints.MapPost("/embed", Wrap(service, "/embed", true, TeiEmbed));
         endpoints.MapPost("/rerank", Wrap(service, "/rerank", true, Rerank));
         endpoints.MapPost("/score", Wrap(service, "/score", true, Score));
@@ -109,7 +109,7 @@ public static class UllmeEndpoints
         if (context.Response.HasStarted) return status;
         context.Response.Clear();
         if (e is QueueFullException full) context.Response.Headers.RetryAfter = full.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        if (e is ServerStoppingException) context.Response.Headers.Connection = "close";
+        if (e is ServerStoppingException || status == StatusCodes.Status413PayloadTooLarge) context.Response.Headers.Connection = "close";
         if (status == StatusCodes.Status401Unauthorized) context.Response.Headers.WWWAuthenticate = "Bearer";
         await ApiException.WriteAsync(context, status, message, type, code, param).ConfigureAwait(false);
         return status;
@@ -220,7 +220,7 @@ public static class UllmeEndpoints
 
     private static Task Model(HttpContext context, UllmeService s)
     {
-        string id = context.Request.RouteValues["id"] as string ?? "";
+        string id = Uri.UnescapeDataString(context.Request.RouteValues["id"] as string ?? "");
         if (!string.Equals(id, s.ModelName, StringComparison.Ordinal))
             throw new ApiException(StatusCodes.Status404NotFound, $"The model '{id}' does not exist; this server serves '{s.ModelName}'.", code: "model_not_found", param: "model");
         return WriteJsonAsync(context, w => WriteModel(w, s));

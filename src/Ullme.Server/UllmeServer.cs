@@ -51,7 +51,7 @@ public sealed class UllmeServer : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
-            k.Limits.MaxRequestBodySize = o.MaxBodyBytes + 1;   // ours answers first, with a JSON 413
+            k.Limits.MaxRequestBodySize = null;   // the endpoints enforce MaxBodyBytes themselves, with a JSON 413
             k.Listen(o.BindAddress(), o.Port);
         });
         builder.Services.AddUllme(model, o);

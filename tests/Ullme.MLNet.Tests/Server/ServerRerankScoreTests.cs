@@ -75,7 +75,7 @@ public sealed class ServerRerankScoreTests
         (s, b, _) = await t.PostAsync("/score", """{"inputs": [{"prefix": "a"}]}""");
         Assert.Equal(400, s);
         TestServer.AssertError(b, "inputs[0].continuation");
-        (s, b, _) = await t.PostAsync("/score", """{"inputs": {"input_ids": [1, 5, 6], "score_from": 3}}""");
+        (s, b, _) = await t.PostAsync("/score", """{"inputs": {"input_ids": [1, 5, 6], "score_from": 4}}""");
         Assert.Equal(400, s);
         TestServer.AssertError(b, "inputs.score_from");
     }
