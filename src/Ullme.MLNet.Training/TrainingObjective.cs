@@ -76,7 +76,7 @@ internal sealed class TrainingObjective
     {
         if (Weights.Contrastive <= 0) return null;
         var loss = _contrastive.Compute(e.Queries, e.Positives, e.Negatives);
-        tally.Contrastive = loss.item<float>();
+        tally.Contrastive = Value(loss);
         return Scaled(loss, Weights.Contrastive);
     }
 
@@ -102,7 +102,7 @@ internal sealed class TrainingObjective
             double share = _options.LanguageModelReduction == LanguageModelReduction.TokenMean
                 ? (double)chunk.PositiveTokens / tally.PositiveTokens
                 : (double)chunk.QueryCount / tally.BatchSize;
-            tally.LanguageModel += lmLoss.item<float>() * share;
+            tally.LanguageModel += Value(lmLoss) * share;
             chunkLoss = Add(chunkLoss, Scaled(lmLoss, share * Weights.LanguageModel));
         }
         if (Weights.Preference > 0 || Weights.Consistency > 0)
@@ -125,7 +125,7 @@ internal sealed class TrainingObjective
                     }
                     var prefLoss = _preference.Compute(sums.index_select(0, chosen), sums.index_select(0, rejected), refChosen, refRejected);
                     double share = (double)pairs.Count / tally.Pairs;
-                    tally.Preference += prefLoss.item<float>() * share;
+                    tally.Preference += Value(prefLoss) * share;
                     chunkLoss = Add(chunkLoss, Scaled(prefLoss, share * Weights.Preference));
                 }
             }
@@ -134,7 +134,7 @@ internal sealed class TrainingObjective
                 var scores = _options.GenerationScore == GenerationScore.Mean ? means : sums;
                 var klLoss = Consistency(chunk, scores, e ?? throw new InvalidOperationException("The consistency term needs the embeddings."));
                 double share = (double)chunk.QueryCount / tally.BatchSize;
-                tally.Consistency += klLoss.item<float>() * share;
+                tally.Consistency += Value(klLoss) * share;
                 chunkLoss = Add(chunkLoss, Scaled(klLoss, share * Weights.Consistency));
             }
         }
@@ -196,6 +196,9 @@ internal sealed class TrainingObjective
         using var factor = w.ToScalar();
         return t.mul(factor);
     }
+
+    /// <summary>A loss term's value as the breakdown reports it (float32, as computed for float32 models).</summary>
+    private static float Value(Tensor loss) => loss.dtype == ScalarType.Float32 ? loss.item<float>() : loss.to(ScalarType.Float32).item<float>();
 
     private static Tensor Add(Tensor? sum, Tensor term) => sum is null ? term : sum.add(term);
 }

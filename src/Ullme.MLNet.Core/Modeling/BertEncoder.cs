@@ -193,8 +193,10 @@ public sealed class BertEncoder : EmbeddingBackbone
 
         if (positionIds is null)
         {
-            var ordinal = arange(tokens, ScalarType.Int64, device).unsqueeze(0).expand(batch, tokens); // [B, T]
-            var counted = keep.to(ScalarType.Int64).cumsum(1).sub(1);                   // [B, T] real-token rank
+            using var stop = tokens.ToScalar();
+            using var one = 1L.ToScalar();
+            var ordinal = arange(stop, ScalarType.Int64, device).unsqueeze(0).expand(batch, tokens);   // [B, T]
+            var counted = keep.to(ScalarType.Int64).cumsum(1).sub(one);                 // [B, T] real-token rank
             positionIds = where(keep, counted, ordinal);
         }
 
@@ -206,8 +208,9 @@ public sealed class BertEncoder : EmbeddingBackbone
         if (!keep.all().item<bool>())
         {
             var dtype = hidden.dtype;
+            using var blocked = finfo(dtype).min.ToScalar();
             bias = zeros(new[] { batch, 1, 1, tokens }, dtype, device)
-                .masked_fill(keep.logical_not().view(batch, 1, 1, tokens), finfo(dtype).min); // [B, 1, 1, T]
+                .masked_fill(keep.logical_not().view(batch, 1, 1, tokens), blocked);        // [B, 1, 1, T]
         }
         return (hidden.MoveToOuterDisposeScope(), bias?.MoveToOuterDisposeScope());
     }
