@@ -79,6 +79,7 @@ internal static class TrainCommand
         var seed = new Option<int>("--seed") { Description = "Seed for data order, adapter init and dropout.", DefaultValueFactory = _ => 42 };
         var evalSts = new Option<string?>("--eval-sts") { Description = "STS file (STS-B sts-dev.csv, or a table with sentence1, sentence2, score): print Spearman before/after training." };
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write losses.png." };
+        var allowNonFinite = new Option<bool>("--allow-non-finite-weights") { Description = "Load weights holding NaN/Inf (refused by default) with a warning per tensor; steps whose loss is NaN are skipped." };
         var dtype = CommonOptions.DType();
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
@@ -88,7 +89,7 @@ internal static class TrainCommand
             model, data, strategy, output, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
             loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
-            maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, noPlot, dtype, device, threads,
+            maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, noPlot, dtype, device, threads, allowNonFinite,
         };
         command.SetAction((parse, cancellationToken) =>
         {
@@ -119,7 +120,7 @@ internal static class TrainCommand
                 Overwrite = parse.GetValue(overwrite),
                 EvalSts = parse.GetValue(evalSts),
                 Plot = !parse.GetValue(noPlot),
-                LoadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!),
+                LoadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!) with { AllowNonFiniteWeights = parse.GetValue(allowNonFinite) },
                 Pooling = CommonOptions.Pooling(parse.GetValue(pooling)),
                 Attention = CommonOptions.Attention(parse.GetValue(attention)),
                 MaxLength = parse.GetValue(maxLength),

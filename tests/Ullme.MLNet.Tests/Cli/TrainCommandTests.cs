@@ -164,7 +164,7 @@ public sealed class TrainCommandTests : IDisposable
         ]);
         string output = PathOf("out");
         var (code, err) = Run("train", "-m", poisoned, "--data", PathOf("d.jsonl"), "--strategy", "contrastive", "--full", "--lr", "1e-2",
-            "--steps", "2", "--batch-size", "1", "--output", output, "--no-plot", "--threads", "1");
+            "--steps", "2", "--batch-size", "1", "--output", output, "--no-plot", "--threads", "1", "--allow-non-finite-weights");
         Assert.True(code == 0, err);
         Assert.Contains("skipped", err);
         Assert.Contains("NaN", err);
@@ -173,14 +173,14 @@ public sealed class TrainCommandTests : IDisposable
         Assert.Single(rows, r => r[^3] == "0" && r[3] == "NaN");
         Assert.Single(rows, r => r[^3] == "1" && double.IsFinite(double.Parse(r[3], CultureInfo.InvariantCulture)));
         // The step that did apply left finite weights everywhere but the poisoned row's own token.
-        using (var tuned = UllmeModel.Load(output))
+        using (var tuned = UllmeModel.Load(output, new ModelLoadOptions { AllowNonFiniteWeights = true }))
             Assert.All(tuned.Backbone.named_parameters().Where(p => !p.name.Contains("embed_tokens") && !p.name.Contains("lm_head")),
                 p => Assert.False(p.parameter.isnan().any().item<bool>(), p.name));
 
         // Only poisoned examples: every step is skipped, the run fails and writes no model.
         File.WriteAllLines(PathOf("bad.jsonl"), [$"{{\"query\": \"{bad}\", \"positive\": \"A quiet xylophone.\"}}"]);
         (code, err) = Run("train", "-m", poisoned, "--data", PathOf("bad.jsonl"), "--strategy", "contrastive", "--full", "--steps", "2",
-            "--batch-size", "1", "--output", PathOf("out2"), "--no-plot", "--threads", "1");
+            "--batch-size", "1", "--output", PathOf("out2"), "--no-plot", "--threads", "1", "--allow-non-finite-weights");
         Assert.Equal(1, code);
         Assert.Contains("Every training step was skipped", err);
         Assert.False(File.Exists(PathOf("out2/model.safetensors")));
