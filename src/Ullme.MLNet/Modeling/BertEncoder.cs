@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Modeling;
 
@@ -149,8 +150,8 @@ public sealed class BertEncoder : EmbeddingBackbone
 
         if (positionIds is null)
         {
-            var ordinal = arange(tokens, ScalarType.Int64, device).unsqueeze(0).expand(batch, tokens); // [B, T]
-            var counted = keep.to(ScalarType.Int64).cumsum(1).sub(1);                   // [B, T] real-token rank
+            var ordinal = ScalarOps.Arange(tokens, ScalarType.Int64, device).unsqueeze(0).expand(batch, tokens); // [B, T]
+            var counted = keep.to(ScalarType.Int64).cumsum(1).Sub(1);                   // [B, T] real-token rank
             positionIds = where(keep, counted, ordinal);
         }
 
@@ -163,7 +164,7 @@ public sealed class BertEncoder : EmbeddingBackbone
         {
             var dtype = hidden.dtype;
             bias = zeros(new[] { batch, 1, 1, tokens }, dtype, device)
-                .masked_fill(keep.logical_not().view(batch, 1, 1, tokens), finfo(dtype).min); // [B, 1, 1, T]
+                .MaskedFill(keep.logical_not().view(batch, 1, 1, tokens), finfo(dtype).min); // [B, 1, 1, T]
         }
 
         foreach (var layer in encoder.layer)
@@ -219,8 +220,8 @@ internal sealed class BertEmbeddings : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor positionIds)
     {
         var x = word_embeddings.forward(inputIds)                 // [B, T, H]
-            .add(position_embeddings.forward(positionIds))       // [B, T, H]
-            .add(token_type_embeddings.weight![0]);              // [H] broadcast: type 0
+            .Add(position_embeddings.forward(positionIds))       // [B, T, H]
+            .Add(token_type_embeddings.weight![0]);              // [H] broadcast: type 0
         return dropout.forward(BertEncoder.LayerNormFloat32(LayerNorm, x, eps));
     }
 }
@@ -332,7 +333,7 @@ internal sealed class BertSelfOutput : nn.Module
     }
 
     public Tensor Forward(Tensor context, Tensor residual) =>
-        BertEncoder.LayerNormFloat32(LayerNorm, dropout.forward(dense.forward(context)).add(residual), eps);
+        BertEncoder.LayerNormFloat32(LayerNorm, dropout.forward(dense.forward(context)).Add(residual), eps);
 }
 
 /// <summary><c>intermediate.dense</c> followed by the activation (exact GELU for "gelu").</summary>
@@ -378,5 +379,5 @@ internal sealed class BertOutput : nn.Module
     }
 
     public Tensor Forward(Tensor inner, Tensor residual) =>
-        BertEncoder.LayerNormFloat32(LayerNorm, dropout.forward(dense.forward(inner)).add(residual), eps);
+        BertEncoder.LayerNormFloat32(LayerNorm, dropout.forward(dense.forward(inner)).Add(residual), eps);
 }
