@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Modeling;
 
@@ -193,10 +194,8 @@ public sealed class BertEncoder : EmbeddingBackbone
 
         if (positionIds is null)
         {
-            using var stop = tokens.ToScalar();
-            using var one = 1L.ToScalar();
-            var ordinal = arange(stop, ScalarType.Int64, device).unsqueeze(0).expand(batch, tokens);   // [B, T]
-            var counted = keep.to(ScalarType.Int64).cumsum(1).sub(one);                 // [B, T] real-token rank
+            var ordinal = ScalarOps.Arange(tokens, ScalarType.Int64, device).unsqueeze(0).expand(batch, tokens); // [B, T]
+            var counted = keep.to(ScalarType.Int64).cumsum(1).Sub(1);                   // [B, T] real-token rank
             positionIds = where(keep, counted, ordinal);
         }
 
@@ -208,9 +207,8 @@ public sealed class BertEncoder : EmbeddingBackbone
         if (!keep.all().item<bool>())
         {
             var dtype = hidden.dtype;
-            using var blocked = finfo(dtype).min.ToScalar();
             bias = zeros(new[] { batch, 1, 1, tokens }, dtype, device)
-                .masked_fill(keep.logical_not().view(batch, 1, 1, tokens), blocked);        // [B, 1, 1, T]
+                .MaskedFill(keep.logical_not().view(batch, 1, 1, tokens), finfo(dtype).min); // [B, 1, 1, T]
         }
         return (hidden.MoveToOuterDisposeScope(), bias?.MoveToOuterDisposeScope());
     }
@@ -255,8 +253,8 @@ internal sealed class BertEmbeddings : nn.Module
     public Tensor Forward(Tensor inputIds, Tensor positionIds)
     {
         var x = word_embeddings.forward(inputIds)                 // [B, T, H]
-            .add(position_embeddings.forward(positionIds))       // [B, T, H]
-            .add(token_type_embeddings.weight![0]);              // [H] broadcast: type 0
+            .Add(position_embeddings.forward(positionIds))       // [B, T, H]
+            .Add(token_type_embeddings.weight![0]);              // [H] broadcast: type 0
         return dropout.forward(BertEncoder.LayerNormFloat32(LayerNorm, x, eps));
     }
 }
@@ -368,7 +366,7 @@ internal sealed class BertSelfOutput : nn.Module
     }
 
     public Tensor Forward(Tensor context, Tensor residual) =>
-        BertEncoder.LayerNormFloat32(LayerNorm, dropout.forward(dense.forward(context)).add(residual), eps);
+        BertEncoder.LayerNormFloat32(LayerNorm, dropout.forward(dense.forward(context)).Add(residual), eps);
 }
 
 /// <summary><c>intermediate.dense</c> followed by the activation (exact GELU for "gelu").</summary>
@@ -414,5 +412,5 @@ internal sealed class BertOutput : nn.Module
     }
 
     public Tensor Forward(Tensor inner, Tensor residual) =>
-        BertEncoder.LayerNormFloat32(LayerNorm, dropout.forward(dense.forward(inner)).add(residual), eps);
+        BertEncoder.LayerNormFloat32(LayerNorm, dropout.forward(dense.forward(inner)).Add(residual), eps);
 }

@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Modeling;
 
@@ -93,9 +94,9 @@ public sealed class DecoderAttention : nn.Module<Tensor, Tensor, Tensor, Tensor,
         if (_traits.AttentionLogitSoftcap is double cap)
         {
             // Explicit path (HF eager): scores * scale → soft-cap → + mask → softmax in float32 → cast → @ v.
-            Tensor scores = q.matmul(k.transpose(2, 3)) * _traits.AttentionScale; // [B, Hq, T, T]
-            scores = (scores / cap).tanh() * cap;
-            scores = scores + mask;
+            Tensor scores = q.matmul(k.transpose(2, 3)).Mul(_traits.AttentionScale); // [B, Hq, T, T]
+            scores = scores.Div(cap).tanh().Mul(cap);
+            scores = scores.Add(mask);
             Tensor probs = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
             attn = probs.matmul(v);
         }
@@ -103,7 +104,7 @@ public sealed class DecoderAttention : nn.Module<Tensor, Tensor, Tensor, Tensor,
         {
             double defaultScale = 1.0 / Math.Sqrt(_headDim);
             if (Math.Abs(_traits.AttentionScale - defaultScale) > 1e-12 * defaultScale)
-                q = q * (_traits.AttentionScale / defaultScale);
+                q = q.Mul(_traits.AttentionScale / defaultScale);
             attn = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
         }
 

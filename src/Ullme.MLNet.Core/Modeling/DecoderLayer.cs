@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Modeling;
 
@@ -55,15 +56,15 @@ public sealed class DecoderLayer : nn.Module<Tensor, Tensor, Tensor, Tensor, Ten
         Tensor attn = self_attn.forward(input_layernorm.forward(hidden), cos, sin, mask);
         if (pre_feedforward_layernorm is not null)
         {
-            Tensor h = hidden + post_attention_layernorm.forward(attn);
+            Tensor h = hidden.Add(post_attention_layernorm.forward(attn));
             Tensor ff = post_feedforward_layernorm!.forward(mlp.forward(pre_feedforward_layernorm.forward(h)));
-            return (h + ff).MoveToOuterDisposeScope();
+            return h.Add(ff).MoveToOuterDisposeScope();
         }
         else
         {
-            Tensor h = hidden + attn;
+            Tensor h = hidden.Add(attn);
             Tensor ff = mlp.forward(post_attention_layernorm.forward(h));
-            return (h + ff).MoveToOuterDisposeScope();
+            return h.Add(ff).MoveToOuterDisposeScope();
         }
     }
 }

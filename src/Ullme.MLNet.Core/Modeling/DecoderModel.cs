@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Modeling;
 
@@ -143,7 +144,7 @@ public sealed class DecoderModel : EmbeddingBackbone
         Tensor valid = attentionMask.to(ScalarType.Bool);                 // [B, T]
         Tensor positions = positionIds is not null
             ? positionIds.to(ScalarType.Int64)
-            : (valid.to(ScalarType.Int64).cumsum(-1) - 1).clamp_min(0);    // [B, T]
+            : valid.to(ScalarType.Int64).cumsum(-1).Sub(1).ClampMin(0);     // [B, T]
 
         var (cos, sin) = model.rotary_emb.Lookup(positions, dtype);
 
@@ -159,17 +160,17 @@ public sealed class DecoderModel : EmbeddingBackbone
         }
         else
         {
-            Tensor rows = arange(t, dtype: ScalarType.Int64, device: device).view(t, 1);
-            Tensor cols = arange(t, dtype: ScalarType.Int64, device: device).view(1, t);
+            Tensor rows = ScalarOps.Arange(t, ScalarType.Int64, device).view(t, 1);
+            Tensor cols = ScalarOps.Arange(t, ScalarType.Int64, device).view(1, t);
             Tensor distance = rows - cols;                                // [T, T] i - j
-            Tensor allowed = keyValid.logical_and(distance >= 0);         // [B, 1, T, T]
+            Tensor allowed = keyValid.logical_and(distance.Ge(0));        // [B, 1, T, T]
             // A padding query may see no key at all (left padding, causal). Let it see itself so its row stays
             // finite under any attention kernel; padding outputs are never read and real queries never see padding.
             Tensor paddedQueryDiagonal = eye(t, dtype: ScalarType.Bool, device: device).view(1, 1, t, t)
                 .logical_and(valid.logical_not().view(b, 1, t, 1));
             fullMask = Additive(allowed.logical_or(paddedQueryDiagonal), dtype);
             if (Traits.HasSlidingLayers)
-                slidingMask = Additive(allowed.logical_and(distance < Traits.SlidingWindow!.Value).logical_or(paddedQueryDiagonal), dtype);
+                slidingMask = Additive(allowed.logical_and(distance.Lt(Traits.SlidingWindow!.Value)).logical_or(paddedQueryDiagonal), dtype);
         }
 
         return new DecoderInputs
@@ -182,7 +183,7 @@ public sealed class DecoderModel : EmbeddingBackbone
         };
 
         static Tensor Additive(Tensor allowed, ScalarType dtype) =>
-            zeros(allowed.shape, dtype: dtype, device: allowed.device).masked_fill(allowed.logical_not(), finfo(dtype).min);
+            zeros(allowed.shape, dtype: dtype, device: allowed.device).MaskedFill(allowed.logical_not(), finfo(dtype).min);
     }
 
     /// <summary>Runs layer <paramref name="index"/> on hidden [B, T, H] with the batch's shared inputs.</summary>
@@ -212,7 +213,7 @@ public sealed class DecoderModel : EmbeddingBackbone
             logits = nn.functional.linear(hidden, model.embed_tokens.weight);
         }
         if (Traits.FinalLogitSoftcap is double cap)
-            logits = (logits / cap).tanh() * cap;
+            logits = logits.Div(cap).tanh().Mul(cap);
         return logits.MoveToOuterDisposeScope();
     }
 

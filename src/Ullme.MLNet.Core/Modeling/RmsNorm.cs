@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Modeling;
 
@@ -37,11 +38,11 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         ScalarType inputType = x.dtype;
         Tensor x32 = x.to(ScalarType.Float32);                                  // [.., D]
-        Tensor variance = x32.pow(2).mean([-1L], keepdim: true);                // [.., 1]
-        Tensor normed = x32 * (variance + _eps).rsqrt();
+        Tensor variance = x32.pow(Scalars.Two).mean([-1L], keepdim: true);      // [.., 1]
+        Tensor normed = x32 * variance.Add(_eps).rsqrt();
         Tensor y = _style == RmsNormStyle.Weight
             ? weight * normed.to(inputType)
-            : (normed * (weight.to(ScalarType.Float32) + 1.0)).to(inputType);
+            : (normed * weight.to(ScalarType.Float32).Add(1.0)).to(inputType);
         return y.MoveToOuterDisposeScope();
     }
 }

@@ -1,6 +1,7 @@
 using System.Numerics;
 using TorchSharp;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Modeling;
 
@@ -80,7 +81,7 @@ public sealed class RotaryEmbedding : nn.Module
         Tensor c = cos.unsqueeze(1);                                     // [B, 1, T, R]
         Tensor s = sin.unsqueeze(1);
         Tensor rot = rotaryDim == headDim ? x : x.narrow(-1, 0, rotaryDim);
-        Tensor rotated = rot * c + RotateHalf(rot) * s;
+        Tensor rotated = (rot * c).Add(RotateHalf(rot) * s);
         Tensor result = rotaryDim == headDim
             ? rotated
             : cat([rotated, x.narrow(-1, rotaryDim, headDim - rotaryDim)], -1);
@@ -104,12 +105,12 @@ public sealed class RotaryEmbedding : nn.Module
         int dim = _rope.RotaryDim;
         // HF: base ** (arange(0, dim, 2).float() / dim), then 1.0 / that. Python's `scalar / tensor` is
         // tensor.reciprocal() * scalar, reproduced here.
-        Tensor exponent = arange(0, dim, 2, dtype: ScalarType.Int64).to(ScalarType.Float32) / dim;
+        Tensor exponent = ScalarOps.Arange(0, dim, 2, ScalarType.Int64).to(ScalarType.Float32).Div(dim);
         Tensor invFreq;
         switch (_rope.Kind)
         {
             case "linear":
-                invFreq = ScalarPow(_rope.Theta, exponent).reciprocal() / _rope.Factor;
+                invFreq = ScalarPow(_rope.Theta, exponent).reciprocal().Div(_rope.Factor);
                 break;
             case "dynamic":
                 {
@@ -129,13 +130,13 @@ public sealed class RotaryEmbedding : nn.Module
                     double oldContext = _rope.OriginalMaxPositionEmbeddings;
                     double lowFreqWavelen = oldContext / low;
                     double highFreqWavelen = oldContext / high;
-                    Tensor wavelen = baseFreq.reciprocal() * (2 * Math.PI);
+                    Tensor wavelen = baseFreq.reciprocal().Mul(2 * Math.PI);
                     // Long wavelengths (low frequencies) are divided by the factor, short ones kept,
                     // and the band in between interpolated smoothly.
-                    Tensor scaled = where(wavelen > lowFreqWavelen, baseFreq / factor, baseFreq);
-                    Tensor smooth = (wavelen.reciprocal() * oldContext - low) / (high - low);
-                    Tensor smoothed = (1 - smooth) * scaled / factor + smooth * scaled;
-                    Tensor isMedium = (wavelen < highFreqWavelen).logical_not().logical_and((wavelen > lowFreqWavelen).logical_not());
+                    Tensor scaled = where(wavelen.Gt(lowFreqWavelen), baseFreq.Div(factor), baseFreq);
+                    Tensor smooth = wavelen.reciprocal().Mul(oldContext).Sub(low).Div(high - low);
+                    Tensor smoothed = (smooth.SubtractedFrom(1) * scaled).Div(factor).Add(smooth * scaled);
+                    Tensor isMedium = wavelen.Lt(highFreqWavelen).logical_not().logical_and(wavelen.Gt(lowFreqWavelen).logical_not());
                     invFreq = where(isMedium, smoothed, scaled);
                     break;
                 }
@@ -154,7 +155,7 @@ public sealed class RotaryEmbedding : nn.Module
     }
 
     /// <summary>Python's <c>float ** tensor</c>: the base rounded to float32, raised elementwise.</summary>
-    private static Tensor ScalarPow(double theta, Tensor exponent) => full_like(exponent, theta).pow(exponent);
+    private static Tensor ScalarPow(double theta, Tensor exponent) => ScalarOps.FullLike(exponent, theta).pow(exponent);
 
     private (Tensor Cos, Tensor Sin) Table(long variant, long needed, ScalarType dtype, Device device)
     {
@@ -171,14 +172,14 @@ public sealed class RotaryEmbedding : nn.Module
             using (no_grad())
             {
                 Tensor invFreq = InverseFrequencies(variant);                                         // [R/2]
-                Tensor positions = arange(0, length, 1, dtype: ScalarType.Int64).to(ScalarType.Float32); // [L]
+                Tensor positions = ScalarOps.Arange(0, length, 1, ScalarType.Int64).to(ScalarType.Float32); // [L]
                 Tensor freqs = positions.unsqueeze(1) * invFreq.unsqueeze(0);                          // [L, R/2]
                 Tensor emb = cat([freqs, freqs], -1);                                                 // [L, R]
                 Tensor c = emb.cos(), s = emb.sin();
                 if (_rope.AttentionScaling != 1.0)
                 {
-                    c = c * _rope.AttentionScaling;
-                    s = s * _rope.AttentionScaling;
+                    c = c.Mul(_rope.AttentionScaling);
+                    s = s.Mul(_rope.AttentionScaling);
                 }
                 cos = c.to(dtype).to(device).DetachFromDisposeScope();
                 sin = s.to(dtype).to(device).DetachFromDisposeScope();

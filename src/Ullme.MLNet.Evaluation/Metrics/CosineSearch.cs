@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Evaluation.Metrics;
 
@@ -53,7 +54,7 @@ public static class CosineSearch
                 var scores = q.matmul(rows.t()); // [Q_b, C_b]
                 int take = (int)Math.Min(k, scores.shape[1]);
                 var (values, indices) = scores.topk(take, dim: 1, largest: true, sorted: true);
-                indices = indices + start;
+                indices = indices.Add(start);
                 if (bestScores is null)
                 {
                     bestScores = values;

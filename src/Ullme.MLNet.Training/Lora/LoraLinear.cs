@@ -2,6 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using Ullme.MLNet.Modeling;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Training.Lora;
 
@@ -72,8 +73,8 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         if (!Enabled || Merged) return y;
         using var scope = NewDisposeScope();
         var xa = x.dtype == lora_A.weight.dtype ? x : x.to(lora_A.weight.dtype);
-        var delta = lora_B.forward(lora_A.forward(lora_dropout.forward(xa))) * Scale;   // [.., out]
-        return y.add_(delta.to(y.dtype)).MoveToOuterDisposeScope();
+        var delta = lora_B.forward(lora_A.forward(lora_dropout.forward(xa))).Mul(Scale);   // [.., out]
+        return y.AddInPlace(delta.to(y.dtype)).MoveToOuterDisposeScope();
     }
 
     /// <summary>W ← W + (α/r)·B·A, rounded once into W's dtype. Afterwards the adapter branch is skipped (idempotent).</summary>
@@ -85,8 +86,8 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         {
             // Accumulate in float32 at least (float64 if the base is float64), then round once into W's dtype.
             var dt = _base.weight.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
-            var update = lora_B.weight.to(dt).matmul(lora_A.weight.to(dt)) * Scale;   // [out, in]
-            _base.weight.add_(update.to(_base.weight.dtype));
+            var update = lora_B.weight.to(dt).matmul(lora_A.weight.to(dt)).Mul(Scale);   // [out, in]
+            _base.weight.AddInPlace(update.to(_base.weight.dtype));
         }
         Merged = true;
     }

@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Training.Losses;
 
@@ -63,8 +64,8 @@ public sealed class ContrastiveLoss
         var candidates = hardNegatives is not null && hardNegatives.shape[0] > 0
             ? cat([LossChecks.Upcast(positives), LossChecks.Upcast(hardNegatives)], 0)   // [Q + N, H]
             : LossChecks.Upcast(positives);                                                 // [Q, H]
-        var logits = Scores(q, candidates, Similarity) / Temperature;                      // [Q, Q + N]
-        var target = arange(q.shape[0], dtype: ScalarType.Int64, device: q.device);          // [Q]
+        var logits = Scores(q, candidates, Similarity).Div(Temperature);                   // [Q, Q + N]
+        var target = ScalarOps.Arange(q.shape[0], ScalarType.Int64, q.device);              // [Q]
         return nn.functional.cross_entropy(logits, target).MoveToOuterDisposeScope();
     }
 
@@ -79,7 +80,7 @@ public sealed class ContrastiveLoss
         {
             ContrastiveSimilarity.Cosine => cos,
             // ‖â − b̂‖² = 2 − 2 cos; the clamp keeps the square root differentiable for identical vectors.
-            ContrastiveSimilarity.NegativeL2 => (2 - 2 * cos).clamp_min(1e-12).sqrt().neg(),
+            ContrastiveSimilarity.NegativeL2 => cos.Mul(2).SubtractedFrom(2).ClampMin(1e-12).sqrt().neg(),
             _ => throw new UllmeException($"ContrastiveLoss: unknown Similarity {similarity}."),
         };
         return result.MoveToOuterDisposeScope();

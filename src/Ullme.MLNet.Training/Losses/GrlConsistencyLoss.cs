@@ -1,6 +1,7 @@
 using TorchSharp;
 using Ullme.MLNet.Inference;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Training.Losses;
 
@@ -66,10 +67,10 @@ public sealed class GrlConsistencyLoss
         var q = nn.functional.normalize(LossChecks.Upcast(queries), p: 2, dim: -1);          // [Q, H]
         var c = nn.functional.normalize(LossChecks.Upcast(candidates), p: 2, dim: -1);       // [Q, K, H]
         var cos = c.matmul(q.unsqueeze(2)).squeeze(2);                                       // [Q, K]
-        var repLogits = cos / RepresentationTemperature;
+        var repLogits = cos.Div(RepresentationTemperature);
         var gen = LossChecks.Upcast(generationScores);
         if (DetachGeneration) gen = gen.detach();
-        var genLogits = gen.to(repLogits.dtype) / GenerationTemperature;
+        var genLogits = gen.to(repLogits.dtype).Div(GenerationTemperature);
 
         Tensor? valid = null;
         if (candidateMask is not null)
@@ -77,14 +78,14 @@ public sealed class GrlConsistencyLoss
             valid = candidateMask.to(ScalarType.Bool);
             if (!valid.any(1).all().item<bool>())
                 throw new UllmeException("GrlConsistencyLoss: a query has no valid candidates in candidateMask.");
-            repLogits = repLogits.masked_fill(valid.logical_not(), double.NegativeInfinity);
-            genLogits = genLogits.masked_fill(valid.logical_not(), double.NegativeInfinity);
+            repLogits = repLogits.MaskedFill(valid.logical_not(), double.NegativeInfinity);
+            genLogits = genLogits.MaskedFill(valid.logical_not(), double.NegativeInfinity);
         }
         var logRep = repLogits.log_softmax(1);                                               // [Q, K]
         var logGen = genLogits.log_softmax(1);                                               // [Q, K]
         var (logP, logQ) = Direction == KlDirection.GenerationToRepresentation ? (logGen, logRep) : (logRep, logGen);
         var terms = logP.exp() * (logP - logQ);                                              // [Q, K]
-        if (valid is not null) terms = terms.masked_fill(valid.logical_not(), 0.0);          // 0·(−∞ − −∞) would be NaN
+        if (valid is not null) terms = terms.MaskedFill(valid.logical_not(), 0.0);           // 0·(−∞ − −∞) would be NaN
         return terms.sum(1).mean().MoveToOuterDisposeScope();
     }
 

@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Training.Losses;
 
@@ -39,7 +40,7 @@ public sealed class LanguageModelLoss
         var lp = LossChecks.Upcast(tokenLogProbs);
         var m = mask.to(lp.dtype);
         var perRow = m.sum(1);                                                           // [B]
-        if ((perRow == 0).any().item<bool>())
+        if (perRow.Eq(0).any().item<bool>())
             throw new UllmeException("LanguageModelLoss: a sequence in the batch has no target tokens (empty passage?).");
         var nll = -(lp * m);                                                             // [B, T]
         var loss = Reduction switch

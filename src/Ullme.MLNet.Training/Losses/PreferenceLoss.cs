@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Ullme.MLNet.Tensors;
 
 namespace Ullme.MLNet.Training.Losses;
 
@@ -65,13 +66,13 @@ public sealed class PreferenceLoss
         // The reference takes no gradient, whatever the caller passes.
         var chosenRatio = referenceChosen is null ? pc : pc - LossChecks.Upcast(referenceChosen).detach();     // r⁺ [B]
         var rejectedRatio = referenceRejected is null ? pr : pr - LossChecks.Upcast(referenceRejected).detach(); // r⁻ [B]
-        var z = Beta * (chosenRatio - rejectedRatio);                                                           // [B]
+        var z = (chosenRatio - rejectedRatio).Mul(Beta);                                                        // [B]
 
         var losses = Kind switch
         {
             PreferenceLossKind.Sigmoid => -nn.functional.logsigmoid(z),
-            PreferenceLossKind.Ipo => (z / Beta - 1.0 / (2.0 * Beta)).square(),
-            PreferenceLossKind.Hinge => (1 - z).clamp_min(0),
+            PreferenceLossKind.Ipo => z.Div(Beta).Sub(1.0 / (2.0 * Beta)).Square(),
+            PreferenceLossKind.Hinge => z.SubtractedFrom(1).ClampMin(0),
             PreferenceLossKind.KtoPair => KtoPair(chosenRatio, rejectedRatio),
             _ => throw new UllmeException($"PreferenceLoss: unknown Kind {Kind}."),
         };
@@ -82,10 +83,10 @@ public sealed class PreferenceLoss
     {
         // KTO's reference point z₀ estimates KL(π‖π_ref); the paper does not back-propagate through it. In the paired
         // variant the chosen half is judged against the rejected half's estimate and vice versa.
-        var chosenKl = chosenRatio.mean().clamp_min(0).detach();
-        var rejectedKl = rejectedRatio.mean().clamp_min(0).detach();
-        var chosenLoss = 1 - (Beta * (chosenRatio - rejectedKl)).sigmoid();               // [B]
-        var rejectedLoss = 1 - (Beta * (chosenKl - rejectedRatio)).sigmoid();             // [B]
+        var chosenKl = chosenRatio.mean().ClampMin(0).detach();
+        var rejectedKl = rejectedRatio.mean().ClampMin(0).detach();
+        var chosenLoss = (chosenRatio - rejectedKl).Mul(Beta).sigmoid().SubtractedFrom(1);  // [B]
+        var rejectedLoss = (chosenKl - rejectedRatio).Mul(Beta).sigmoid().SubtractedFrom(1); // [B]
         return cat([chosenLoss, rejectedLoss], 0);                                         // [2B]
     }
 }
