@@ -1,3 +1,4 @@
+using Ullme.MLNet.Tensors;
 using TorchSharp;
 using Ullme.MLNet.Inference;
 using Ullme.MLNet.Training.Losses;
@@ -200,5 +201,5 @@ internal sealed class TrainingObjective
     /// <summary>A loss term's value as the breakdown reports it (float32, as computed for float32 models).</summary>
     private static float Value(Tensor loss) => loss.dtype == ScalarType.Float32 ? loss.item<float>() : loss.to(ScalarType.Float32).item<float>();
 
-    private static Tensor Add(Tensor? sum, Tensor term) => sum is null ? term : sum.add(term);
+    private static Tensor Add(Tensor? sum, Tensor term) => sum is null ? term : sum.Add(term);
 }

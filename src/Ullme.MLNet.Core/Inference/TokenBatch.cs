@@ -1,3 +1,4 @@
+using Ullme.MLNet.Tensors;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -54,9 +55,7 @@ public sealed record TokenBatch(Tensor InputIds, Tensor AttentionMask, Tensor? P
         if (!trimRightPadding || t == 0 || batch.Count == 0) return batch;
         // Last real column + 1 over the rows.
         using var any = batch.AttentionMask.to(ScalarType.Bool).any(0);                                  // [T]
-        using var first = 1L.ToScalar();
-        using var stop = (t + 1).ToScalar();
-        using var cols = arange(first, stop, ScalarType.Int64, any.device);                            // 1..T
+        using var cols = ScalarOps.Arange(1, t + 1, 1, ScalarType.Int64, any.device);                  // 1..T
         using var used = cols.mul(any.to(ScalarType.Int64));
         long length = Math.Max(1, used.max().item<long>());
         if (length >= t) return batch;

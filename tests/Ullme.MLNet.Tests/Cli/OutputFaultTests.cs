@@ -80,8 +80,7 @@ public sealed class OutputFaultTests : IDisposable
         Assert.Equal(File.ReadAllBytes(PathOf("reference.npy")), File.ReadAllBytes(output));
     }
 
-    [AssetFact(Skip = "Needs the clean-up of stale temporary files on the next run in src/Ullme.Cli/AtomicFile.cs (issue 14, " +
-        "another engineer's part); remove this Skip when that is merged.")]
+    [AssetFact]
     public void AKilledEmbedLeavesNoTemporaryFileAfterTheNextRun()
     {
         string output = PathOf("out.npy");

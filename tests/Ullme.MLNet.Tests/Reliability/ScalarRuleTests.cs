@@ -23,14 +23,6 @@ public sealed class ScalarRuleTests
     /// </summary>
     public static readonly Allowed[] AllowList =
     [
-        new("Training/UllmeFineTuner.cs", null,
-            "Known offender (loss weighting `loss * w`, `a + b` of losses, arange in the GRL chunk): the trainer is being " +
-            "rewritten on main at the time of this check; it runs on one thread per training run, so only a foreign " +
-            "thread's GC can hit it. To be moved onto Ullme.MLNet.Tensors.ScalarOps after the merge."),
-        new("Training/GradCache.cs", "Ullme.MLNet.Training.TokenBatch.Slice",
-            "Known offender (arange(start, stop) hides step 1): same rewrite and same single training thread as above."),
-        new("Training/Losses/TokenLogProbs.cs", null,
-            "Known offender (`mask == 0`): same rewrite as above; training-only code path."),
     ];
 
     private static readonly Lazy<ScalarLifetimeScanner> Scanner = new(() => new ScalarLifetimeScanner(typeof(torch).Assembly.Location));
