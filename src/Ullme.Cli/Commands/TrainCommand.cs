@@ -1,3 +1,4 @@
+using Ullme.MLNet.IO;
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;

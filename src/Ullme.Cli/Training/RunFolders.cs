@@ -1,3 +1,4 @@
+using Ullme.MLNet.IO;
 using Ullme.MLNet;
 using Ullme.MLNet.Training;
 

@@ -9,7 +9,10 @@ namespace Ullme.MLNet.IO;
 /// not), <c>checkpoint-commit</c> (all files and the manifest written, not yet renamed into place),
 /// <c>checkpoint-swap</c> (re-saving a step: the old folder moved aside, the new one not yet in place),
 /// <c>checkpoint-prune</c> (committed, older checkpoints not yet pruned), <c>result-write</c> (an evaluation result file's
-/// temporary copy written, not yet renamed over the result). Used by the fault tests
+/// temporary copy written, not yet renamed over the result); of <c>ullme train</c>: <c>step</c> (a step's loss row logged,
+/// its checkpoint not yet written), <c>export-staging</c> (the tuned model in the staging folder, not yet published),
+/// <c>export-publish</c> (the old output moved aside, the staging folder not yet in its place),
+/// <c>export-checkpoints</c> (the new output in place, the checkpoints not yet moved back into it). Used by the fault tests
 /// (tests/…/Cli/TrainFaultTests.cs, OutputFaultTests.cs) and docs/scripts/kill-resume-trials.sh; unset, it costs a string compare.
 /// </summary>
 internal static class FaultInjection
