@@ -207,6 +207,9 @@ internal sealed class RequestBatcher : IDisposable
             realTokens += r.Length;
             longest = Math.Max(longest, r.Length);
         }
+        // The metrics are recorded before any request is answered, so a client that reads /metrics after its answer
+        // always sees the batch that answered it.
+        Action complete;
         try
         {
             if (scoring)
@@ -214,23 +217,24 @@ internal sealed class RequestBatcher : IDisposable
                 var requests = new TokenScoreRequest[batch.Length];
                 for (int i = 0; i < batch.Length; i++) requests[i] = batch[i].Score!;
                 var results = _engine.ScoreTokenIds(requests, batch.Length);
-                for (int i = 0; i < batch.Length; i++) batch[i].Job.Complete(batch[i].Slot, results[i]);
+                complete = () => { for (int i = 0; i < batch.Length; i++) batch[i].Job.Complete(batch[i].Slot, results[i]); };
             }
             else
             {
                 var rows = new EncodedText[batch.Length];
                 for (int i = 0; i < batch.Length; i++) rows[i] = batch[i].Text;
                 var result = _engine.EmbedEncoded(rows, _embedOptions);
-                for (int i = 0; i < batch.Length; i++) batch[i].Job.Complete(batch[i].Slot, result.Embeddings[i]);
+                complete = () => { for (int i = 0; i < batch.Length; i++) batch[i].Job.Complete(batch[i].Slot, result.Embeddings[i]); };
             }
         }
         catch (Exception e)
         {
             _logger.LogError(e, "A batch of {Rows} rows failed in the model.", batch.Length);
-            foreach (var r in batch) r.Job.Completion.TrySetException(e);
+            complete = () => { foreach (var r in batch) r.Job.Completion.TrySetException(e); };
         }
         double seconds = clock.Elapsed.TotalSeconds;
         _metrics.Batch(batch.Length, (long)batch.Length * longest, realTokens, seconds);
+        complete();
         if (seconds > 0)
         {
             double rate = batch.Length / seconds, old = Volatile.Read(ref _rowsPerSecond);
