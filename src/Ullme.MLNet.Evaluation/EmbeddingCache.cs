@@ -8,7 +8,7 @@ namespace Ullme.MLNet.Evaluation;
 /// texts of a request reach the source, in one call, so the engine still batches and length-sorts them.
 /// Thread-safe. Vectors are shared, not copied: callers must not modify them.
 /// </summary>
-public sealed class EmbeddingCache
+internal sealed class EmbeddingCache
 {
     private readonly Dictionary<(string Source, string Instruction, string Text), float[]> _entries = new();
     private readonly object _gate = new();

@@ -9,7 +9,12 @@ namespace Ullme.MLNet.Evaluation;
 /// </summary>
 public sealed class EvaluationContext
 {
-    public EvaluationContext(ITextEmbeddingSource embedder, EmbeddingCache? cache = null)
+    /// <summary>A context over <paramref name="embedder"/> with a fresh embedding cache.</summary>
+    public EvaluationContext(ITextEmbeddingSource embedder) : this(embedder, null)
+    {
+    }
+
+    internal EvaluationContext(ITextEmbeddingSource embedder, EmbeddingCache? cache)
     {
         Embedder = embedder ?? throw new ArgumentNullException(nameof(embedder));
         Cache = cache ?? new EmbeddingCache();
@@ -17,7 +22,7 @@ public sealed class EvaluationContext
 
     public ITextEmbeddingSource Embedder { get; }
 
-    public EmbeddingCache Cache { get; }
+    internal EmbeddingCache Cache { get; }
 
     /// <summary>Instruction policy; null or disabled = no instructions.</summary>
     public InstructionOptions? Instructions { get; init; }

@@ -19,7 +19,7 @@ namespace Ullme.MLNet.Training;
 /// and the block's adapters would get no gradient (HF's <c>enable_input_require_grads</c> fixes the same issue).
 /// </para>
 /// </summary>
-public static class ActivationCheckpoint
+internal static class ActivationCheckpoint
 {
     /// <summary>Runs <paramref name="block"/>(<paramref name="input"/>) with checkpointing when gradients are
     /// being recorded, plainly otherwise. The block must be a pure function of its input, its parameters and torch's

@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 namespace Ullme.MLNet.Training;
 
 /// <summary>Which weights a training checkpoint holds.</summary>
-public enum CheckpointWeights
+internal enum CheckpointWeights
 {
     /// <summary>Only the LoRA adapter parameters (the base is re-loaded from the model folder).</summary>
     Adapter,
@@ -20,7 +20,7 @@ public enum CheckpointWeights
 }
 
 /// <summary>Where a run stands, saved with every checkpoint (<c>state.json</c>).</summary>
-public sealed record TrainingCheckpointState
+internal sealed record TrainingCheckpointState
 {
     /// <summary>Optimizer steps completed (the scheduler's position).</summary>
     public required int Step { get; init; }
@@ -70,7 +70,7 @@ public sealed record TrainingCheckpointState
 /// exporting a model is separate. Checkpoints written before manifests existed are skipped as invalid.
 /// </para>
 /// </summary>
-public static class TrainingCheckpoint
+internal static class TrainingCheckpoint
 {
     public const string FolderPrefix = "checkpoint-";
     private const string TempMarker = ".tmp-", SupersededMarker = ".superseded-";

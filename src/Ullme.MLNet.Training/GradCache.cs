@@ -25,7 +25,7 @@ namespace Ullme.MLNet.Training;
 /// the next batch.
 /// </para>
 /// </summary>
-public sealed class GradCache
+internal sealed class GradCache
 {
     /// <param name="chunkSize">Texts per forward pass.</param>
     /// <param name="trimRightPadding">Drop all-padding trailing columns per chunk (saves work; positions and masks
@@ -82,7 +82,7 @@ public sealed class GradCache
 }
 
 /// <summary>The embeddings of a <see cref="GradCache.Forward"/> pass, as leaves that collect ∂L/∂e.</summary>
-public sealed class CachedEmbeddings : IDisposable
+internal sealed class CachedEmbeddings : IDisposable
 {
     private readonly IReadOnlyList<TokenBatch> _groups;
     private readonly Func<TokenBatch, Tensor> _embed;

@@ -26,7 +26,7 @@ public static class QwenShape
         return ModelConfig.Parse(json.ToJsonString());
     }
 
-    public static DecoderModel Create(int layers, ScalarType dtype)
+    internal static DecoderModel Create(int layers, ScalarType dtype)
     {
         manual_seed(0);
         var model = DecoderModel.Create(Config(layers), dtype);

@@ -15,7 +15,7 @@ namespace Ullme.MLNet.IO;
 /// exporters' Linears) are handled the same way, honouring <c>transB</c>.
 /// </para>
 /// </summary>
-public static class OnnxBertImporter
+internal static class OnnxBertImporter
 {
     /// <summary>
     /// The float weights of <paramref name="model"/> under HF <c>BertModel</c> keys (no <c>bert.</c> prefix), as new

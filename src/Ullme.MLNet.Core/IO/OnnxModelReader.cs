@@ -6,14 +6,14 @@ using static TorchSharp.torch;
 namespace Ullme.MLNet.IO;
 
 /// <summary>ONNX <c>TensorProto.DataType</c> codes.</summary>
-public enum OnnxDataType
+internal enum OnnxDataType
 {
     Undefined = 0, Float = 1, UInt8 = 2, Int8 = 3, UInt16 = 4, Int16 = 5, Int32 = 6, Int64 = 7, String = 8,
     Bool = 9, Float16 = 10, Double = 11, UInt32 = 12, UInt64 = 13, Complex64 = 14, Complex128 = 15, BFloat16 = 16,
 }
 
 /// <summary>An initializer (or a constant's value): name, shape, element type and little-endian payload.</summary>
-public sealed class OnnxTensor
+internal sealed class OnnxTensor
 {
     internal OnnxTensor(string name, long[] dims, OnnxDataType dataType, ReadOnlyMemory<byte> data)
     {
@@ -69,17 +69,17 @@ public sealed class OnnxTensor
 }
 
 /// <summary>One node's attribute; only the scalar, list and tensor kinds are decoded.</summary>
-public sealed record OnnxAttribute(string Name, long? Int, float? Float, string? String, IReadOnlyList<long> Ints, OnnxTensor? Tensor);
+internal sealed record OnnxAttribute(string Name, long? Int, float? Float, string? String, IReadOnlyList<long> Ints, OnnxTensor? Tensor);
 
 /// <summary>A graph node: operator and the names of the values it reads and writes.</summary>
-public sealed record OnnxNode(string Name, string OpType, IReadOnlyList<string> Inputs, IReadOnlyList<string> Outputs,
+internal sealed record OnnxNode(string Name, string OpType, IReadOnlyList<string> Inputs, IReadOnlyList<string> Outputs,
     IReadOnlyList<OnnxAttribute> Attributes)
 {
     public OnnxAttribute? Attribute(string name) => Attributes.FirstOrDefault(a => a.Name == name);
 }
 
 /// <summary>The main graph: nodes in topological order, initializers by name, graph inputs and outputs.</summary>
-public sealed class OnnxGraph
+internal sealed class OnnxGraph
 {
     internal OnnxGraph(IReadOnlyList<OnnxNode> nodes, IReadOnlyList<OnnxTensor> initializers, IReadOnlyList<string> inputs, IReadOnlyList<string> outputs)
     {
@@ -98,7 +98,7 @@ public sealed class OnnxGraph
 }
 
 /// <summary>An ONNX <c>ModelProto</c>, reduced to what weight import needs.</summary>
-public sealed class OnnxModel
+internal sealed class OnnxModel
 {
     internal OnnxModel(long irVersion, string producerName, string producerVersion, OnnxGraph graph)
     {
@@ -124,7 +124,7 @@ public sealed class OnnxModel
 /// </para>
 /// Tensor payloads are not copied while parsing: each <see cref="OnnxTensor.Data"/> is a slice of the file's bytes.
 /// </summary>
-public static class OnnxModelReader
+internal static class OnnxModelReader
 {
     /// <summary>Reads an .onnx file.</summary>
     public static OnnxModel Read(string path)

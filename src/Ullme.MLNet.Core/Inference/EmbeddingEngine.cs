@@ -78,7 +78,7 @@ public sealed partial class EmbeddingEngine
     /// on the request threads and batches rows of many requests into one forward). Row i of the result belongs to
     /// rows[i]; sorting and batching follow <paramref name="options"/> (BatchSize ≥ rows.Count = one forward).
     /// </summary>
-    public EmbeddingResult EmbedEncoded(IReadOnlyList<EncodedText> rows, ResolvedEmbeddingOptions options,
+    internal EmbeddingResult EmbedEncoded(IReadOnlyList<EncodedText> rows, ResolvedEmbeddingOptions options,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(rows);
@@ -97,14 +97,14 @@ public sealed partial class EmbeddingEngine
     }
 
     /// <summary>Tokenizes like <see cref="Embed"/> does (special tokens, instruction, truncation).</summary>
-    public EncodedText Encode(string text, EmbeddingOptions? options = null)
+    internal EncodedText Encode(string text, EmbeddingOptions? options = null)
     {
         var o = Resolve(options);
         return TextEncoding.Encode(Model.Tokenizer, text, o.Instruction, o.MaxLength);
     }
 
     /// <summary>Options with every default filled in from the model and validated.</summary>
-    public ResolvedEmbeddingOptions Resolve(EmbeddingOptions? options)
+    internal ResolvedEmbeddingOptions Resolve(EmbeddingOptions? options)
     {
         options ??= new EmbeddingOptions();
         var d = Model.Defaults;
@@ -229,7 +229,7 @@ public sealed partial class EmbeddingEngine
 }
 
 /// <summary><see cref="EmbeddingOptions"/> with every default filled in.</summary>
-public sealed record ResolvedEmbeddingOptions(PoolingMode Pooling, AttentionMode Attention, string? Instruction,
+internal sealed record ResolvedEmbeddingOptions(PoolingMode Pooling, AttentionMode Attention, string? Instruction,
     int MaxLength, int BatchSize, bool Normalize)
 {
     /// <summary>Texts sorted together by length (int.MaxValue = the whole input).</summary>

@@ -5,7 +5,7 @@ namespace Ullme.MLNet.Inference;
 /// <summary>
 /// One text as model input: token ids, and the span of instruction tokens (attended to, not pooled).
 /// </summary>
-public readonly record struct EncodedText(int[] Ids, int InstructionStart, int InstructionLength, bool Truncated)
+internal readonly record struct EncodedText(int[] Ids, int InstructionStart, int InstructionLength, bool Truncated)
 {
     public int Length => Ids.Length;
 
@@ -19,7 +19,7 @@ public readonly record struct EncodedText(int[] Ids, int InstructionStart, int I
 /// Instruction and text are tokenized separately (no magic separator), so the boundary is exact. Content is cut
 /// from the end when the whole would exceed the maximum length; special tokens are kept.
 /// </summary>
-public static class TextEncoding
+internal static class TextEncoding
 {
     public static EncodedText Encode(ITextTokenizer tokenizer, string text, string? instruction, int maxLength)
     {

@@ -17,7 +17,7 @@ namespace Ullme.MLNet.Inference;
 /// attention mask minus instruction tokens.</param>
 /// <param name="ScoreMask">[N, T] bool or null: the tokens whose log-probability is scored (a continuation after its
 /// prompt). Token t is predicted from the state at t − 1, so it is never set at t = 0.</param>
-public sealed record TokenBatch(Tensor InputIds, Tensor AttentionMask, Tensor? PoolingMask = null, Tensor? ScoreMask = null) : IDisposable
+internal sealed record TokenBatch(Tensor InputIds, Tensor AttentionMask, Tensor? PoolingMask = null, Tensor? ScoreMask = null) : IDisposable
 {
     /// <summary>Number of sequences N.</summary>
     public long Count => InputIds.shape[0];

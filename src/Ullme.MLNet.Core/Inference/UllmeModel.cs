@@ -18,7 +18,7 @@ public sealed partial class UllmeModel : IDisposable
 
     public ModelConfig Config { get; }
     public ITextTokenizer Tokenizer { get; }
-    public EmbeddingBackbone Backbone { get; }
+    internal EmbeddingBackbone Backbone { get; }
     public EmbeddingDefaults Defaults { get; }
     public ModelLoadOptions LoadOptions { get; }
 

@@ -1,7 +1,7 @@
 namespace Ullme.MLNet.Modeling;
 
 /// <summary>How an RMSNorm applies its learned weight.</summary>
-public enum RmsNormStyle
+internal enum RmsNormStyle
 {
     /// <summary>Llama, Mistral, Qwen2, Phi-3: <c>w * normalize(x.float()).to(dtype)</c> (the weight multiplies in the
     /// model dtype).</summary>
@@ -13,7 +13,7 @@ public enum RmsNormStyle
 }
 
 /// <summary>The gate activation of the gated MLP, by HF <c>ACT2FN</c> name.</summary>
-public enum MlpActivation
+internal enum MlpActivation
 {
     /// <summary><c>silu</c> / <c>swish</c>: x * sigmoid(x) (SwiGLU).</summary>
     Silu,
@@ -45,7 +45,7 @@ public enum MlpActivation
 /// <param name="ShortFactor">longrope: per-frequency divisors for sequences within the original context.</param>
 /// <param name="LongFactor">longrope: per-frequency divisors for longer sequences.</param>
 /// <param name="AttentionScaling">Multiplier applied to cos and sin (longrope's attention factor; 1 otherwise).</param>
-public sealed record RopeSettings(
+internal sealed record RopeSettings(
     string Kind,
     double Theta,
     int RotaryDim,
@@ -64,7 +64,7 @@ public sealed record RopeSettings(
 /// serves Llama, Mistral, Qwen2, Phi-3 and Gemma2. Defaults for fields missing from <c>config.json</c> are the
 /// defaults of the corresponding HF <c>*Config</c> class.
 /// </summary>
-public sealed record ArchitectureTraits
+internal sealed record ArchitectureTraits
 {
     /// <summary>The decoder model types implemented by <see cref="DecoderModel"/>.</summary>
     public static readonly IReadOnlyList<string> DecoderModelTypes = ["llama", "mistral", "qwen2", "phi3", "gemma2"];

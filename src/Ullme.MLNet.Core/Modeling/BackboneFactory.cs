@@ -4,7 +4,7 @@ namespace Ullme.MLNet.Modeling;
 
 /// <summary>Creates the backbone module for a config: the one decoder for decoder architectures, the BERT encoder
 /// for <c>bert</c>.</summary>
-public static class BackboneFactory
+internal static class BackboneFactory
 {
     /// <summary>
     /// A backbone whose weights a checkpoint is about to overwrite: decoders are created directly in the target

@@ -28,7 +28,7 @@ namespace Ullme.MLNet.Modeling;
 /// configured dropout.
 /// </para>
 /// </summary>
-public sealed class BertEncoder : EmbeddingBackbone
+internal sealed class BertEncoder : EmbeddingBackbone
 {
     // Field names are the HF module names: they become the parameter-name prefixes.
     private readonly BertEmbeddings embeddings;

@@ -18,7 +18,7 @@ namespace Ullme.MLNet.Modeling;
 /// one at a time and copied into the module's existing parameters (so <c>Parameter</c> objects held by optimizers or
 /// adapters stay valid), converting to the module's dtype: peak memory is the model plus one tensor.
 /// </summary>
-public static class CheckpointLoader
+internal static class CheckpointLoader
 {
     /// <summary>HF's single-file weights name.</summary>
     public const string SingleFileName = "model.safetensors";

@@ -21,7 +21,7 @@ namespace Ullme.MLNet.Modeling;
 /// softmax in float32 and casts back, as HF's eager attention does.
 /// </para>
 /// </summary>
-public sealed class DecoderAttention : nn.Module<Tensor, Tensor, Tensor, Tensor, Tensor>
+internal sealed class DecoderAttention : nn.Module<Tensor, Tensor, Tensor, Tensor, Tensor>
 {
     private readonly ArchitectureTraits _traits;
     private readonly int _numHeads, _numKvHeads, _headDim;

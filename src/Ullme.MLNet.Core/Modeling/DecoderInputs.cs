@@ -8,7 +8,7 @@ namespace Ullme.MLNet.Modeling;
 /// Created by <see cref="DecoderModel.PrepareInputs"/>; the tensors live in the caller's dispose scope (or are
 /// released by <see cref="Dispose"/>).
 /// </summary>
-public sealed class DecoderInputs : IDisposable
+internal sealed class DecoderInputs : IDisposable
 {
     /// <summary>[B, T, rotary_dim] in the compute dtype.</summary>
     public required Tensor Cos { get; init; }

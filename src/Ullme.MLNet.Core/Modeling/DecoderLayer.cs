@@ -13,7 +13,7 @@ namespace Ullme.MLNet.Modeling;
 /// Residual adds happen in the model dtype. The block is a self-contained callable (hidden, cos, sin, mask → hidden)
 /// so a trainer can wrap each layer in gradient checkpointing.
 /// </summary>
-public sealed class DecoderLayer : nn.Module<Tensor, Tensor, Tensor, Tensor, Tensor>
+internal sealed class DecoderLayer : nn.Module<Tensor, Tensor, Tensor, Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // names mirror HF checkpoint keys
     public DecoderAttention self_attn;

@@ -10,7 +10,7 @@ namespace Ullme.MLNet.Modeling;
 /// with SiLU (SwiGLU: Llama, Mistral, Qwen2, Phi-3) or tanh-GELU (GeGLU: Gemma2). Phi-3 stores gate and up as one
 /// <c>gate_up_proj</c> whose output rows are [gate | up].
 /// </summary>
-public sealed class DecoderMlp : nn.Module<Tensor, Tensor>
+internal sealed class DecoderMlp : nn.Module<Tensor, Tensor>
 {
     private readonly MlpActivation _activation;
     private readonly long _intermediate;

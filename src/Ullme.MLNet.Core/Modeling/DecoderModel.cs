@@ -24,7 +24,7 @@ namespace Ullme.MLNet.Modeling;
 /// gradients.
 /// </para>
 /// </summary>
-public sealed class DecoderModel : EmbeddingBackbone
+internal sealed class DecoderModel : EmbeddingBackbone
 {
 #pragma warning disable IDE1006 // names mirror HF checkpoint keys
     /// <summary>The transformer body (HF <c>LlamaModel</c> etc.): embeddings, layers, final norm.</summary>
@@ -273,7 +273,7 @@ public sealed class DecoderModel : EmbeddingBackbone
 /// The transformer body, HF's <c>LlamaModel</c> (checkpoint prefix <c>model.</c>): token embeddings, the layer stack,
 /// the final norm, and the (parameter-free) rotary embedding shared by all layers.
 /// </summary>
-public sealed class DecoderStack : nn.Module
+internal sealed class DecoderStack : nn.Module
 {
 #pragma warning disable IDE1006 // names mirror HF checkpoint keys
     public TokenEmbedding embed_tokens;

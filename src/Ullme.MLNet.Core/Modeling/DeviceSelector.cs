@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Ullme.MLNet.Modeling;
 
 /// <summary>Turns user-facing device and dtype options into torch values, with errors that say how to fix them.</summary>
-public static class DeviceSelector
+internal static class DeviceSelector
 {
     /// <summary>
     /// Parses <c>"cpu"</c>, <c>"cuda"</c> (GPU 0) or <c>"cuda:N"</c> (case-insensitive).

@@ -8,7 +8,7 @@ namespace Ullme.MLNet.Modeling;
 /// or a BERT-style encoder. Parameter names (<c>named_parameters()</c>) equal the Hugging Face checkpoint keys,
 /// so checkpoints load 1:1.
 /// </summary>
-public abstract class EmbeddingBackbone : nn.Module
+internal abstract class EmbeddingBackbone : nn.Module
 {
     protected EmbeddingBackbone(string name) : base(name) { }
 

@@ -8,4 +8,4 @@ namespace Ullme.MLNet.Modeling;
 /// a trainer passes one that checkpoints activations per layer (see
 /// <see cref="EmbeddingBackbone.ForwardLayers"/>).
 /// </summary>
-public delegate Tensor LayerRunner(Func<Tensor, Tensor> layer, Tensor input);
+internal delegate Tensor LayerRunner(Func<Tensor, Tensor> layer, Tensor input);

@@ -32,7 +32,7 @@ public sealed class ModelConfig
     [JsonPropertyName("rms_norm_eps")] public double? RmsNormEps { get; set; }
     [JsonPropertyName("layer_norm_eps")] public double? LayerNormEps { get; set; }
     [JsonPropertyName("rope_theta")] public double? RopeTheta { get; set; }
-    [JsonPropertyName("rope_scaling")] public RopeScalingConfig? RopeScaling { get; set; }
+    [JsonPropertyName("rope_scaling"), JsonInclude] internal RopeScalingConfig? RopeScaling { get; set; }
     [JsonPropertyName("partial_rotary_factor")] public double? PartialRotaryFactor { get; set; }
     [JsonPropertyName("attention_bias")] public bool? AttentionBias { get; set; }
     [JsonPropertyName("mlp_bias")] public bool? MlpBias { get; set; }
@@ -292,7 +292,7 @@ public sealed class ModelConfig
 }
 
 /// <summary>The <c>rope_scaling</c> block of a config.</summary>
-public sealed class RopeScalingConfig
+internal sealed class RopeScalingConfig
 {
     /// <summary>The kinds of RoPE scaling implemented.</summary>
     public static readonly IReadOnlyList<string> SupportedTypes = ["default", "linear", "llama3", "longrope", "su", "dynamic"];

@@ -21,7 +21,7 @@ namespace Ullme.MLNet.Modeling;
 /// training mode, as <c>nn.Dropout</c>.
 /// </para>
 /// </summary>
-public sealed class ReplayableDropout : nn.Module<Tensor, Tensor>
+internal sealed class ReplayableDropout : nn.Module<Tensor, Tensor>
 {
     /// <summary>The random source of every dropout mask: the host's default generator (the one
     /// <c>torch.manual_seed</c> seeds and training checkpoints save).</summary>

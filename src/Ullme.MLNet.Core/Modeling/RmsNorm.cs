@@ -14,7 +14,7 @@ namespace Ullme.MLNet.Modeling;
 /// <item>Gemma2: <c>(normed * (1 + weight.float())).to(dtype)</c> — weights are offsets from 1, product in float32.</item>
 /// </list>
 /// </summary>
-public sealed class RmsNorm : nn.Module<Tensor, Tensor>
+internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     private readonly double _eps;
     private readonly RmsNormStyle _style;

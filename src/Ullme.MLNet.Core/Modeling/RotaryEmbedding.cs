@@ -15,7 +15,7 @@ namespace Ullme.MLNet.Modeling;
 /// they are not parameters and never appear in <c>named_parameters()</c> or <c>state_dict()</c> (a checkpoint's
 /// <c>rotary_emb.inv_freq</c> is ignored).
 /// </summary>
-public sealed class RotaryEmbedding : nn.Module
+internal sealed class RotaryEmbedding : nn.Module
 {
     private readonly RopeSettings _rope;
     private readonly object _lock = new();

@@ -10,7 +10,7 @@ namespace Ullme.MLNet.Modeling;
 /// Reading and writing Hugging Face <c>.safetensors</c> files (the format <c>save_pretrained</c> writes), without
 /// Python and without loading whole files into managed memory. See <see cref="SafeTensorsFile"/> for the layout.
 /// </summary>
-public static class SafeTensors
+internal static class SafeTensors
 {
     /// <summary>
     /// Writes <paramref name="tensors"/> to <paramref name="path"/> as safetensors: name-sorted, the header JSON padded

@@ -9,7 +9,7 @@ namespace Ullme.MLNet.Modeling;
 /// Where one tensor lives in a safetensors file: its dtype string ("F32", "BF16", ...), shape, and byte range
 /// [<see cref="Begin"/>, <see cref="End"/>) relative to the start of the data section (the end of the header).
 /// </summary>
-public sealed record SafeTensorInfo(string Name, string DType, long[] Shape, long Begin, long End)
+internal sealed record SafeTensorInfo(string Name, string DType, long[] Shape, long Begin, long End)
 {
     /// <summary>Number of elements (the product of the shape; 1 for a scalar).</summary>
     public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
@@ -36,7 +36,7 @@ public sealed record SafeTensorInfo(string Name, string DType, long[] Shape, lon
 /// and can be loaded tensor by tensor.
 /// </para>
 /// </summary>
-public sealed class SafeTensorsFile : IDisposable
+internal sealed class SafeTensorsFile : IDisposable
 {
     /// <summary>Headers larger than this are rejected as corrupt (real ones are a few hundred KB at most).</summary>
     public const long MaxHeaderBytes = 100L * 1024 * 1024;

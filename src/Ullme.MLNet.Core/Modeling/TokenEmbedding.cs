@@ -10,7 +10,7 @@ namespace Ullme.MLNet.Modeling;
 /// tensor the lookup reads — the native <c>Embedding_from_pretrained</c> registers one tensor and reads another — and so
 /// that the parameter is a plain field that can be created uninitialised, replaced and shared with a tied head.
 /// </summary>
-public sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
+internal sealed class TokenEmbedding : nn.Module<Tensor, Tensor>
 {
     /// <summary>The table [num_embeddings, dim] (checkpoint key suffix <c>.weight</c>).</summary>
     public Parameter weight;

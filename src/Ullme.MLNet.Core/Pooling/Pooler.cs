@@ -15,7 +15,7 @@ namespace Ullme.MLNet.Pooling;
 /// A row whose pooling mask is empty (an instruction and an empty text) falls back to its attention mask.
 /// </para>
 /// </summary>
-public static class Pooler
+internal static class Pooler
 {
     /// <summary>Pools <paramref name="hidden"/> [B, T, H] into [B, H] float32.</summary>
     /// <param name="hidden">[B, T, H] token states, any floating dtype.</param>

@@ -12,7 +12,7 @@ namespace Ullme.MLNet.Tokenization;
 /// Instances are immutable after loading and safe for concurrent <see cref="Encode"/> calls.
 /// Create one with <see cref="TokenizerLoader.Load"/>.
 /// </summary>
-public sealed class HuggingFaceTokenizer : ITextTokenizer
+internal sealed class HuggingFaceTokenizer : ITextTokenizer
 {
     private readonly AddedTokenMatcher _rawMatcher;
     private readonly AddedTokenMatcher _normalizedMatcher;

@@ -10,7 +10,7 @@ namespace Ullme.MLNet.Tokenization;
 /// and <c>encoder.json</c> + <c>vocab.bpe</c> (GPT-2), and reads <c>tokenizer_config.json</c> /
 /// <c>special_tokens_map.json</c> beside them for special tokens and BOS/EOS settings.
 /// </summary>
-public static class TokenizerLoader
+internal static class TokenizerLoader
 {
     private static readonly string[] LlamaLikeClasses =
         ["LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast", "GemmaTokenizer", "GemmaTokenizerFast"];

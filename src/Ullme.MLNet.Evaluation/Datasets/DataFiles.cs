@@ -9,7 +9,7 @@ namespace Ullme.MLNet.Evaluation.Datasets;
 /// RFC 4180 CSV (quoted fields may hold commas, doubled quotes and newlines) and JSON Lines. Every error names the
 /// file and the 1-based line. Files are read as UTF-8; a byte-order mark is skipped.
 /// </summary>
-public static class DataFiles
+internal static class DataFiles
 {
     /// <summary>An exception for a bad line: "path:line: message".</summary>
     public static UllmeException Error(string path, int line, string message) => new($"{path}:{line}: {message}");

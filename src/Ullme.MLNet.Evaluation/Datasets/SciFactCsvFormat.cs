@@ -113,7 +113,7 @@ public static class SciFactCsvFormat
 /// Parses the list literals found in CSV exports made with pandas: Python lists (<c>['a', "b"]</c>) and NumPy array
 /// reprs (<c>['a'\n 'b']</c>, <c>[1 2 3]</c>), with Python string escapes.
 /// </summary>
-public static class PythonLiteral
+internal static class PythonLiteral
 {
     public static List<string> ParseStringList(string text)
     {

@@ -120,7 +120,7 @@ public static class SciFactReranking
 }
 
 /// <summary>Okapi BM25 over lower-cased alphanumeric tokens (the lexical retriever of <see cref="SciFactReranking"/>).</summary>
-public sealed class Bm25Index
+internal sealed class Bm25Index
 {
     private readonly Dictionary<string, List<(int Doc, int Tf)>> _postings = new(StringComparer.Ordinal);
     private readonly int[] _lengths;

@@ -8,7 +8,7 @@ namespace Ullme.MLNet.Evaluation.Datasets;
 /// an export of an MTEB/HF data set (sentence1, sentence2, score / text, label) reads as is.
 /// A folder holds one file per split, named after the split (train, validation|dev, test).
 /// </summary>
-public static class TableFormat
+internal static class TableFormat
 {
     public static readonly string[] Extensions = [".csv", ".tsv", ".jsonl"];
 

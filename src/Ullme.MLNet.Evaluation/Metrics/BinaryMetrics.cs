@@ -4,7 +4,7 @@ namespace Ullme.MLNet.Evaluation.Metrics;
 /// Metrics of binary labels against real-valued scores, as MTEB's pair classification computes them:
 /// sklearn's average precision and the best accuracy / F1 over thresholds placed between consecutive scores.
 /// </summary>
-public static class BinaryMetrics
+internal static class BinaryMetrics
 {
     /// <summary>
     /// Average precision as sklearn's <c>average_precision_score</c>: AP = sum over distinct score thresholds t

@@ -1,7 +1,7 @@
 namespace Ullme.MLNet.Evaluation.Metrics;
 
 /// <summary>Accuracy, precision, recall and F1 of one classifier run, named as in MTEB's classification results.</summary>
-public sealed record ClassificationScores(
+internal sealed record ClassificationScores(
     double Accuracy,
     double F1,
     double F1Weighted,
@@ -19,7 +19,7 @@ public sealed record ClassificationScores(
 /// label by its true count. For exactly two true classes, <c>ap</c> is sklearn's average precision of the hard
 /// predictions (the larger label is positive), as MTEB reports it.
 /// </summary>
-public static class ClassificationMetrics
+internal static class ClassificationMetrics
 {
     public static ClassificationScores Compute(IReadOnlyList<int> truth, IReadOnlyList<int> predicted)
     {

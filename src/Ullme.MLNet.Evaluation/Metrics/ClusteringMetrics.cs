@@ -7,7 +7,7 @@ namespace Ullme.MLNet.Evaluation.Metrics;
 /// homogeneity h = MI / H(C) (1 when H(C) = 0), completeness c = MI / H(K) (1 when H(K) = 0),
 /// V = 2hc / (h + c) (0 when h + c = 0).
 /// </summary>
-public static class ClusteringMetrics
+internal static class ClusteringMetrics
 {
     public static (double Homogeneity, double Completeness, double VMeasure) HomogeneityCompletenessV<TClass, TCluster>(
         IReadOnlyList<TClass> classes, IReadOnlyList<TCluster> clusters)

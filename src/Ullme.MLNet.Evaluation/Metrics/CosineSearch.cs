@@ -9,7 +9,7 @@ namespace Ullme.MLNet.Evaluation.Metrics;
 /// L2-normalised, scores are one matrix product per (query block x corpus block), and each query keeps its top k
 /// over all corpus blocks. Float32 on the CPU, like MTEB's torch cos_sim.
 /// </summary>
-public static class CosineSearch
+internal static class CosineSearch
 {
     /// <summary>Hit i of query q: corpus row index and cosine score, best first.</summary>
     public readonly record struct Hit(int Index, float Score);

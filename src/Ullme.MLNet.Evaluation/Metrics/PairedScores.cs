@@ -6,7 +6,7 @@ namespace Ullme.MLNet.Evaluation.Metrics;
 /// not depend on whether the embedder normalised. Distances are returned as they are; callers negate them where a
 /// similarity is wanted (MTEB's STS uses <c>-manhattan</c> and <c>-euclidean</c>).
 /// </summary>
-public static class PairedScores
+internal static class PairedScores
 {
     public static double[] Cosine(IReadOnlyList<float[]> a, IReadOnlyList<float[]> b) => Map(a, b, CosineOf);
 

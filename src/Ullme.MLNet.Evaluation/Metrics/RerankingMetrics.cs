@@ -6,7 +6,7 @@ namespace Ullme.MLNet.Evaluation.Metrics;
 /// the reciprocal rank of the first positive within the top k (stable order on ties). Current MTEB scores reranking
 /// with the retrieval metrics over the candidates; <see cref="Tasks.RerankingTask"/> reports both.
 /// </summary>
-public static class RerankingMetrics
+internal static class RerankingMetrics
 {
     public static double AveragePrecision(IReadOnlyList<bool> isPositive, IReadOnlyList<double> scores) =>
         BinaryMetrics.AveragePrecision(isPositive.Select(p => p ? 1 : 0).ToArray(), scores);

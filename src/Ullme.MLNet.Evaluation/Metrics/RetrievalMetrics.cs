@@ -1,7 +1,7 @@
 namespace Ullme.MLNet.Evaluation.Metrics;
 
 /// <summary>A retrieved document and its score (higher = more relevant).</summary>
-public readonly record struct ScoredDocument(string DocId, double Score);
+internal readonly record struct ScoredDocument(string DocId, double Score);
 
 /// <summary>
 /// Ranked-retrieval metrics with the definitions MTEB gets from pytrec_eval (trec_eval) plus MTEB's own MRR:
@@ -20,7 +20,7 @@ public readonly record struct ScoredDocument(string DocId, double Score);
 /// Averages are over the queries that have both judgments and results. Like MTEB, every metric except MRR is
 /// rounded to 5 decimals after averaging, and <c>accuracy</c> repeats <c>recall_at_1</c>.
 /// </summary>
-public static class RetrievalMetrics
+internal static class RetrievalMetrics
 {
     /// <summary>MTEB's cut-offs.</summary>
     public static IReadOnlyList<int> DefaultKValues { get; } = [1, 3, 5, 10, 20, 100, 1000];

@@ -21,7 +21,7 @@ namespace Ullme.MLNet.Training.Lora;
 /// <see cref="Apply"/> fails before changing anything, naming the field.
 /// </para>
 /// </summary>
-public static class LoraInjector
+internal static class LoraInjector
 {
     private static readonly FieldInfo SubmodulesField =
         typeof(nn.Module).GetField("_internal_submodules", BindingFlags.NonPublic | BindingFlags.Instance)

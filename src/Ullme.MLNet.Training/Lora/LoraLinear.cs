@@ -20,7 +20,7 @@ namespace Ullme.MLNet.Training.Lora;
 /// for preference losses); <see cref="Merge"/> folds the update into W for export.
 /// </para>
 /// </summary>
-public sealed class LoraLinear : nn.Module<Tensor, Tensor>
+internal sealed class LoraLinear : nn.Module<Tensor, Tensor>
 {
     private readonly Linear _base;
     private readonly Linear lora_A;

@@ -22,7 +22,7 @@ namespace Ullme.MLNet.Training.Losses;
 /// logits, forward and backward.
 /// </para>
 /// </summary>
-public static class TokenLogProbs
+internal static class TokenLogProbs
 {
     /// <summary>Positions per logits chunk. 256 positions × 152k vocabulary ≈ 155 MB in float32.</summary>
     public const int DefaultChunkSize = 256;

@@ -35,7 +35,7 @@ public sealed record AdamWSettings
 }
 
 /// <summary>Builds TorchSharp's AdamW over the trainable parameters of a model.</summary>
-public static class AdamWFactory
+internal static class AdamWFactory
 {
     /// <summary>
     /// AdamW over every parameter that requires grad, in two groups: with weight decay (matrices) and without

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Ullme.MLNet.Training.Optimization;
 
 /// <summary>Global-norm gradient clipping (PyTorch's <c>clip_grad_norm_</c>).</summary>
-public static class GradientClipping
+internal static class GradientClipping
 {
     /// <summary>‖g‖₂ over all gradients of <paramref name="parameters"/> as if they were one vector (parameters
     /// without a gradient are skipped). NaN or ∞ if any gradient is.</summary>

@@ -11,7 +11,7 @@ namespace Ullme.MLNet.Training.Optimization;
 /// non-finite loss).</param>
 /// <param name="Applied">False when the update was skipped because a loss or the gradient was NaN/∞.</param>
 /// <param name="SkipReason">Why it was skipped, or null.</param>
-public sealed record StepReport(int Step, double LearningRate, double GradientNorm, bool Applied, string? SkipReason);
+internal sealed record StepReport(int Step, double LearningRate, double GradientNorm, bool Applied, string? SkipReason);
 
 /// <summary>
 /// One optimizer step over several micro-batches: gradient accumulation, the learning-rate schedule, global-norm
@@ -24,7 +24,7 @@ public sealed record StepReport(int Step, double LearningRate, double GradientNo
 /// counter still advances so the schedule stays aligned with the data.
 /// </para>
 /// </summary>
-public sealed class OptimizerStepper : IDisposable
+internal sealed class OptimizerStepper : IDisposable
 {
     private readonly List<(string name, Parameter parameter)> _trainable;
     private string? _poisoned;

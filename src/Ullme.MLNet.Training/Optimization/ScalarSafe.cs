@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Ullme.MLNet.Training.Optimization;
 
 /// <summary>Optimizers whose scalar operands cannot be finalized mid-call (see <see cref="AdamW"/>).</summary>
-public static class ScalarSafe
+internal static class ScalarSafe
 {
 /// <summary>
 /// TorchSharp's AdamW, same state, same options, same arithmetic in the same order (so the same bits), except that

@@ -7,7 +7,7 @@ namespace Ullme.MLNet.Training.Optimization;
 /// order. The order of epoch e is a pure function of (seed, e), so a resumed run needs only the epoch and the
 /// position within it, not a serialised random-number generator.
 /// </summary>
-public static class TrainingSeed
+internal static class TrainingSeed
 {
     /// <summary>Seeds torch's global generator.</summary>
     public static void Apply(int seed) => manual_seed(seed);

@@ -14,7 +14,7 @@ namespace Ullme.MLNet.Tests.Modeling;
 public sealed class MiniLmFixture : IDisposable
 {
     public ModelConfig Config { get; }
-    public BertEncoder Encoder { get; }
+    internal BertEncoder Encoder { get; }
     public InferenceSession Session { get; }
     public IReadOnlyDictionary<string, int> Vocabulary { get; }
     public TimeSpan ImportTime { get; }
