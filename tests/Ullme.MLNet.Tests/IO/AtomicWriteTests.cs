@@ -67,7 +67,7 @@ public sealed class AtomicWriteTests : IDisposable
         AtomicFile.Write(target, s => s.Write(a));
         using var stop = new CancellationTokenSource();
         var seen = new List<string>();
-        var reader = Task.Run(() =>
+        var reader = new Thread(() =>
         {
             while (!stop.IsCancellationRequested)
             {
@@ -75,9 +75,10 @@ public sealed class AtomicWriteTests : IDisposable
                 if (got.Length != a.Length || got.Any(x => x != got[0])) seen.Add($"{got.Length} bytes, mixed or partial");
             }
         });
+        reader.Start();
         for (int i = 0; i < 20; i++) AtomicFile.Write(target, s => { s.Write(i % 2 == 0 ? b : a, 0, 1 << 19); s.Flush(); s.Write(i % 2 == 0 ? b : a, 1 << 19, 1 << 19); });
         stop.Cancel();
-        reader.Wait();
+        reader.Join();
         Assert.Empty(seen);
     }
 
@@ -152,13 +153,13 @@ public sealed class AtomicWriteTests : IDisposable
             kept = a.Path;
         }
         Assert.False(Directory.Exists(kept));
-        Assert.Throws<InvalidOperationException>(() =>
+        Assert.Throws<InvalidOperationException>((Action)(() =>
         {
             using var t = new TemporaryFolder(_dir, "t-");
             Directory.CreateDirectory(Path.Combine(t.Path, "sub"));
             File.WriteAllText(Path.Combine(t.Path, "sub", "weights.bin"), "x");
             throw new InvalidOperationException("extraction failed");
-        });
+        }));
         Assert.Empty(Entries());
     }
 }
