@@ -90,5 +90,5 @@ public sealed class LayerRulesTests
         Ours.Types.Where(t => t.Assembly.FullName == assembly.FullName);
 
     private static bool DependsOn(IType type, string assemblyPattern) =>
-        type.Dependencies.Any(d => System.Text.RegularExpressions.Regex.IsMatch(d.Target.Assembly.FullName, assemblyPattern));
+        type.Dependencies.Any(d => System.Text.RegularExpressions.Regex.IsMatch(d.Target.Assembly?.FullName ?? "", assemblyPattern));
 }
