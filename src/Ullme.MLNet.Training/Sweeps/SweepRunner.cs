@@ -100,9 +100,9 @@ internal static class SweepRunner
         var sweep = new SweepResult(metricName, higherIsBetter, baseline, ranked, bestFolder);
         if (output is not null)
         {
-            File.WriteAllText(Path.Combine(output, "leaderboard.csv"), sweep.ToCsv());
-            File.WriteAllText(Path.Combine(output, "leaderboard.json"), sweep.ToJson());
-            File.WriteAllText(Path.Combine(output, "leaderboard.txt"), sweep.Leaderboard() + Environment.NewLine);
+            AtomicFile.WriteAllText(Path.Combine(output, "leaderboard.csv"), sweep.ToCsv());
+            AtomicFile.WriteAllText(Path.Combine(output, "leaderboard.json"), sweep.ToJson());
+            AtomicFile.WriteAllText(Path.Combine(output, "leaderboard.txt"), sweep.Leaderboard() + Environment.NewLine);
         }
         bestModel = leaderModel;
         return sweep;
