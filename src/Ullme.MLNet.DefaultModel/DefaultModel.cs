@@ -112,30 +112,24 @@ public static class DefaultModel
 
         string parent = Path.GetDirectoryName(folder)!;
         Directory.CreateDirectory(parent);
-        string staging = Path.Combine(parent, $".tmp-{Guid.NewGuid():N}");
-        try
+        using var temporary = new TemporaryFolder(parent, ".tmp-");
+        string staging = temporary.Path;
+        Build(staging);
+        for (int attempt = 0; attempt < 5; attempt++)
         {
-            Build(staging);
-            for (int attempt = 0; attempt < 5; attempt++)
+            if (IsComplete(folder)) return folder;             // another process finished first: use theirs
+            if (Directory.Exists(folder)) DiscardBroken(folder, parent);
+            try
             {
-                if (IsComplete(folder)) return folder;             // another process finished first: use theirs
-                if (Directory.Exists(folder)) DiscardBroken(folder, parent);
-                try
-                {
-                    Directory.Move(staging, folder);
-                    return folder;
-                }
-                catch (IOException) when (Directory.Exists(folder))
-                {
-                    // Lost a race for the name; loop to check the winner's folder.
-                }
+                Directory.Move(staging, folder);
+                return folder;
             }
-            throw new UllmeException($"Could not publish the default model folder '{folder}': it keeps being replaced by another process.");
+            catch (IOException) when (Directory.Exists(folder))
+            {
+                // Lost a race for the name; loop to check the winner's folder.
+            }
         }
-        finally
-        {
-            TryDeleteDirectory(staging);
-        }
+        throw new UllmeException($"Could not publish the default model folder '{folder}': it keeps being replaced by another process.");
     }
 
     /// <summary>Moves an incomplete folder out of the way (rename first, so the name frees atomically).</summary>
@@ -150,19 +144,7 @@ public static class DefaultModel
         {
             return; // someone else moved or replaced it; the caller re-checks
         }
-        TryDeleteDirectory(trash);
-    }
-
-    private static void TryDeleteDirectory(string path)
-    {
-        try
-        {
-            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // Leftover temp folders are harmless; never fail the caller over them.
-        }
+        AtomicFolder.TryDelete(trash);
     }
 
     /// <summary>True when the manifest exists and every listed file exists with the recorded size.</summary>

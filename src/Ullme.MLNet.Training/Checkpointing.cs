@@ -130,20 +130,11 @@ internal static class TrainingCheckpoint
             WriteFile(temp, ManifestFile, w => w.Write(JsonSerializer.SerializeToUtf8Bytes(manifest, Json)));
             FaultInjection.Reach("checkpoint-commit");
 
-            if (Directory.Exists(final))
-            {
-                // Re-saving a step (after a resume): move the old one aside first (it stays a valid candidate until
-                // the new one is in place), then drop it.
-                string old = final + SupersededMarker + Guid.NewGuid().ToString("N")[..8];
-                Directory.Move(final, old);
-                FaultInjection.Reach("checkpoint-swap");
-                Directory.Move(temp, final);
-                DeleteFolder(old);
-            }
-            else
-            {
-                Directory.Move(temp, final);
-            }
+            // Re-saving a step (after a resume): the old one is moved aside first (under a name that keeps it a valid
+            // candidate until the new one is in place), then dropped.
+            string? old = AtomicFolder.Publish(temp, final, replaced: final + SupersededMarker + Guid.NewGuid().ToString("N")[..8],
+                afterMoveAside: () => FaultInjection.Reach("checkpoint-swap"), keepReplaced: true);
+            if (old is not null) DeleteFolder(old);
         }
         catch
         {

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Ullme.MLNet.IO;
 using Ullme.MLNet.Training;
 
 namespace Ullme.Cli.Training;
@@ -44,9 +45,7 @@ internal sealed class LossLog : IDisposable
         // Rewrite the kept rows (dropping a torn last line or rows past the resume point), then append per step.
         var sb = new StringBuilder().Append(Header()).Append('\n');
         foreach (var r in kept) sb.Append(Format(r)).Append('\n');
-        string tmp = path + ".tmp";
-        File.WriteAllText(tmp, sb.ToString());
-        File.Move(tmp, path, overwrite: true);
+        AtomicFile.WriteAllText(path, sb.ToString());
         _writer = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false)) { AutoFlush = true };
     }
 

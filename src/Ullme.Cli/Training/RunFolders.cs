@@ -71,50 +71,23 @@ internal sealed class RunFolders
     }
 
     /// <summary>Deletes the staging folders (<c>.&lt;output&gt;.staging-&lt;pid&gt;</c>) of killed runs whose process is gone.</summary>
-    private static void RemoveStaleStaging(string output)
-    {
-        string? parent = Path.GetDirectoryName(output);
-        if (parent is null || !Directory.Exists(parent)) return;
-        string prefix = $".{Path.GetFileName(output)}.staging-";
-        foreach (string dir in Directory.GetDirectories(parent, prefix + "*"))
-            if (int.TryParse(Path.GetFileName(dir)[prefix.Length..], out int pid) && pid != Environment.ProcessId && !AtomicFile.IsAlive(pid))
-                Discard(dir);
-    }
+    private static void RemoveStaleStaging(string output) => AtomicFolder.Recover(output);
 
     /// <summary>A fresh, empty staging folder next to the output.</summary>
-    public string CreateStaging()
-    {
-        string staging = Sibling("staging");
-        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-        Directory.CreateDirectory(staging);
-        return staging;
-    }
+    public string CreateStaging() => AtomicFolder.CreateStaging(Output);
 
     /// <summary>Deletes a staging folder after a failure.</summary>
-    public static void Discard(string staging)
-    {
-        try { if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-    }
+    public static void Discard(string staging) => AtomicFolder.TryDelete(staging);
 
     /// <summary>
-    /// Makes the complete <paramref name="staging"/> folder the output: the old output (if any) is renamed aside,
-    /// the staging folder renamed into place, the checkpoints moved over from the old output, and the old output
-    /// deleted.
+    /// Makes the complete <paramref name="staging"/> folder the output (<see cref="AtomicFolder.Publish"/>): the old
+    /// output (if any) is renamed aside, the staging folder renamed into place, the checkpoints moved over from the old
+    /// output, and the old output deleted.
     /// </summary>
     public void Publish(string staging)
     {
         FaultInjection.Reach("export-staging");
-        string? replaced = null;
-        if (Directory.Exists(Output))
-        {
-            replaced = Sibling("replaced");
-            if (Directory.Exists(replaced)) Directory.Delete(replaced, recursive: true);
-            Directory.Move(Output, replaced);
-            FaultInjection.Reach("export-publish");
-        }
-        Directory.Move(staging, Output);
+        string? replaced = AtomicFolder.Publish(staging, Output, afterMoveAside: () => FaultInjection.Reach("export-publish"), keepReplaced: true);
         if (replaced is null) return;
         FaultInjection.Reach("export-checkpoints");
         if (CheckpointsInsideOutput && Directory.Exists(Path.Combine(replaced, CheckpointsFolder)))
@@ -124,53 +97,16 @@ internal sealed class RunFolders
 
     /// <summary>
     /// Repairs what a run killed during <see cref="Publish"/> (or while writing its staging folder) left next to
-    /// <paramref name="output"/>, for siblings of processes that no longer run: the old output moved aside while the
-    /// new one was not yet in place is moved back (the run is then resumed or redone from its checkpoints); an old
-    /// output whose replacement is in place gives its checkpoints to it and is deleted; staging folders are deleted.
+    /// <paramref name="output"/>, for siblings of processes that no longer run (<see cref="AtomicFolder.Recover"/>): the
+    /// old output moved aside while the new one was not yet in place is moved back (the run is then resumed or redone
+    /// from its checkpoints); an old output whose replacement is in place gives its checkpoints to it and is deleted;
+    /// staging folders are deleted.
     /// </summary>
-    internal static void RecoverInterruptedPublish(string output, bool checkpointsInside)
-    {
-        string parent = Path.GetDirectoryName(output)!;
-        if (!Directory.Exists(parent)) return;
-        string name = Path.GetFileName(output);
-        foreach (string replaced in DeadSiblings(parent, name, "replaced"))
+    internal static void RecoverInterruptedPublish(string output, bool checkpointsInside) =>
+        AtomicFolder.Recover(output, beforeDiscard: replaced =>
         {
-            if (!Directory.Exists(output))
-            {
-                Directory.Move(replaced, output);
-                continue;
-            }
             string oldCheckpoints = Path.Combine(replaced, CheckpointsFolder), newCheckpoints = Path.Combine(output, CheckpointsFolder);
             if (checkpointsInside && Directory.Exists(oldCheckpoints) && !Directory.Exists(newCheckpoints))
                 Directory.Move(oldCheckpoints, newCheckpoints);
-            Discard(replaced);
-        }
-        foreach (string staging in DeadSiblings(parent, name, "staging"))
-            Discard(staging);
-    }
-
-    /// <summary>Siblings <c>.&lt;name&gt;.&lt;what&gt;-&lt;pid&gt;</c> whose process is gone.</summary>
-    private static IEnumerable<string> DeadSiblings(string parent, string name, string what)
-    {
-        string prefix = $".{name}.{what}-";
-        foreach (string dir in Directory.GetDirectories(parent, prefix + "*"))
-        {
-            if (!int.TryParse(Path.GetFileName(dir)[prefix.Length..], out int pid) || pid == Environment.ProcessId || IsRunning(pid)) continue;
-            yield return dir;
-        }
-    }
-
-    private static bool IsRunning(int pid)
-    {
-        try
-        {
-            using var p = System.Diagnostics.Process.GetProcessById(pid);
-            return !p.HasExited;
-        }
-        catch (ArgumentException) { return false; }
-        catch (InvalidOperationException) { return false; }
-    }
-
-    private string Sibling(string what) =>
-        Path.Combine(Path.GetDirectoryName(Output)!, $".{Path.GetFileName(Output)}.{what}-{Environment.ProcessId}");
+        });
 }

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using TorchSharp;
+using Ullme.MLNet.IO;
 using static TorchSharp.torch;
 
 namespace Ullme.MLNet.Modeling;
@@ -75,26 +76,17 @@ internal static class SafeTensors
         buffer.WrittenSpan.CopyTo(header.AsSpan(8));
         header.AsSpan(8 + buffer.WrittenCount).Fill((byte)' ');
 
-        string full = System.IO.Path.GetFullPath(path);
-        string folder = System.IO.Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(folder);
-        string temp = System.IO.Path.Combine(folder, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
         try
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            AtomicFile.Write(path, stream =>
             {
                 stream.Write(header);
                 foreach (var (_, tensor) in sorted) WriteData(stream, tensor);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, full, overwrite: true);
+            }, bufferSize: 1 << 20);
         }
-        catch (Exception e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            try { File.Delete(temp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            if (e is IOException or UnauthorizedAccessException)
-                throw new UllmeException($"Cannot write '{path}': {e.Message}", e);
-            throw;
+            throw new UllmeException($"Cannot write '{path}': {e.Message}", e);
         }
     }
 

@@ -34,49 +34,13 @@ public static class MtebResultWriter
         return written;
     }
 
-    internal static void WriteAtomic(string path, string content)
-    {
-        string full = Path.GetFullPath(path);
-        string dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        string tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
-        RemoveStaleTemporaries(dir, Path.GetFileName(full));
-        try
+    internal static void WriteAtomic(string path, string content) =>
+        AtomicFile.Write(path, stream =>
         {
-            File.WriteAllText(tmp, content, new UTF8Encoding(encoderShouldEmitUTF8Identifier: false));
+            stream.Write(new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(content));
+            stream.Flush();
             FaultInjection.Reach("result-write");
-            File.Move(tmp, full, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(tmp); } catch (IOException) { }
-            throw;
-        }
-    }
-
-    /// <summary>Deletes <c>.&lt;name&gt;.&lt;pid&gt;.tmp</c> files of processes that no longer run (a kill between writing
-    /// the temporary file and renaming it).</summary>
-    private static void RemoveStaleTemporaries(string dir, string name)
-    {
-        string prefix = "." + name + ".";
-        foreach (string tmp in Directory.EnumerateFiles(dir, prefix + "*.tmp"))
-        {
-            string pid = Path.GetFileName(tmp)[prefix.Length..^".tmp".Length];
-            if (!int.TryParse(pid, out int id) || id == Environment.ProcessId || IsRunning(id)) continue;
-            try { File.Delete(tmp); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-        }
-    }
-
-    private static bool IsRunning(int pid)
-    {
-        try
-        {
-            using var p = System.Diagnostics.Process.GetProcessById(pid);
-            return !p.HasExited;
-        }
-        catch (ArgumentException) { return false; }
-        catch (InvalidOperationException) { return false; }
-    }
+        });
 
     private static string SafeSegment(string s, string what)
     {

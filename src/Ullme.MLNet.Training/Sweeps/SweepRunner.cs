@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Ullme.MLNet.IO;
 
 namespace Ullme.MLNet.Training.Sweeps;
 
@@ -99,9 +100,9 @@ internal static class SweepRunner
         var sweep = new SweepResult(metricName, higherIsBetter, baseline, ranked, bestFolder);
         if (output is not null)
         {
-            File.WriteAllText(Path.Combine(output, "leaderboard.csv"), sweep.ToCsv());
-            File.WriteAllText(Path.Combine(output, "leaderboard.json"), sweep.ToJson());
-            File.WriteAllText(Path.Combine(output, "leaderboard.txt"), sweep.Leaderboard() + Environment.NewLine);
+            AtomicFile.WriteAllText(Path.Combine(output, "leaderboard.csv"), sweep.ToCsv());
+            AtomicFile.WriteAllText(Path.Combine(output, "leaderboard.json"), sweep.ToJson());
+            AtomicFile.WriteAllText(Path.Combine(output, "leaderboard.txt"), sweep.Leaderboard() + Environment.NewLine);
         }
         bestModel = leaderModel;
         return sweep;
@@ -132,22 +133,10 @@ internal static class SweepRunner
     }
 
     /// <summary>Replaces <paramref name="folder"/> by what <paramref name="write"/> puts in a staging folder next to
-    /// it, so a crash never leaves a half-written best model.</summary>
-    public static void ReplaceFolder(string folder, Action<string> write)
-    {
-        string staging = folder + ".tmp";
-        if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
-        write(staging);
-        if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-        Directory.Move(staging, folder);
-    }
+    /// it, so a crash never leaves a half-written best model (<see cref="AtomicFolder"/>).</summary>
+    public static void ReplaceFolder(string folder, Action<string> write) => AtomicFolder.Write(folder, write);
 
-    /// <summary>Replaces <paramref name="file"/> by what <paramref name="write"/> puts in a staging file next to it.</summary>
-    public static void ReplaceFile(string file, Action<string> write)
-    {
-        string staging = file + ".tmp";
-        if (File.Exists(staging)) File.Delete(staging);
-        write(staging);
-        File.Move(staging, file, overwrite: true);
-    }
+    /// <summary>Replaces <paramref name="file"/> by what <paramref name="write"/> puts in a temporary file next to it
+    /// (<see cref="AtomicFile"/>).</summary>
+    public static void ReplaceFile(string file, Action<Stream> write) => AtomicFile.Write(file, write);
 }

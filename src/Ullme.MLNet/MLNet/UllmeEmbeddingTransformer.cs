@@ -201,32 +201,3 @@ internal static class ModelLoading
             throw new UllmeException($"{option}: folder '{model}' has no config.json, so it is not a Hugging Face model folder.");
     }
 }
-
-/// <summary>A folder deleted when its owner is collected or the process exits (whichever comes first).</summary>
-internal sealed class TemporaryFolder
-{
-    private static readonly HashSet<string> Live = InitLive();
-    private readonly string _path;
-
-    public TemporaryFolder(string path)
-    {
-        _path = path;
-        lock (Live) Live.Add(path);
-    }
-
-    ~TemporaryFolder()
-    {
-        lock (Live) Live.Remove(_path);
-        UllmeModelPackage.TryDeleteFolder(_path);
-    }
-
-    private static HashSet<string> InitLive()
-    {
-        var set = new HashSet<string>();
-        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
-        {
-            lock (set) foreach (string f in set) UllmeModelPackage.TryDeleteFolder(f);
-        };
-        return set;
-    }
-}

@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using Microsoft.ML;
 using Microsoft.ML.Runtime;
 using Ullme.MLNet.Inference;
+using Ullme.MLNet.IO;
 
 namespace Ullme.MLNet.Transforms;
 
@@ -28,7 +29,7 @@ internal interface IPackagedTransformer
 
     /// <summary>Takes ownership of the folder a zip was extracted to (tokenizer and config files; the weights are
     /// already deleted): removed when the transformer is collected, or at process exit.</summary>
-    void AttachTemporaryFolder(string folder);
+    void AttachTemporaryFolder(TemporaryFolder folder);
 }
 
 /// <summary>One entry of a model zip as its central directory declares it; <see cref="Open"/> streams its content.</summary>
@@ -109,29 +110,23 @@ internal static class UllmeModelPackage
     /// <summary>Writes <paramref name="transformer"/>'s model and settings into the save context.</summary>
     public static void Save(ModelSaveContext ctx, IPackagedTransformer transformer)
     {
-        string folder = CreateTempFolder();
-        try
+        using var temporary = new TemporaryFolder(prefix: TempPrefix);
+        string folder = temporary.Path;
+        transformer.Model.SaveFolder(folder);
+        var files = Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories)
+            .Select(f => (Rel: Path.GetRelativePath(folder, f).Replace('\\', '/'), Full: f))
+            .OrderBy(f => f.Rel, StringComparer.Ordinal)
+            .ToList();
+        var manifest = new Manifest
         {
-            transformer.Model.SaveFolder(folder);
-            var files = Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories)
-                .Select(f => (Rel: Path.GetRelativePath(folder, f).Replace('\\', '/'), Full: f))
-                .OrderBy(f => f.Rel, StringComparer.Ordinal)
-                .ToList();
-            var manifest = new Manifest
-            {
-                FormatVersion = FormatVersion,
-                Library = "Ullme.MLNet " + typeof(UllmeModelPackage).Assembly.GetName().Version,
-                ModelId = transformer.ModelId,
-                EmbeddingDimension = transformer.Model.EmbeddingDimension,
-                Files = files.Select(f => new FileEntry { Path = f.Rel, Length = new FileInfo(f.Full).Length, Sha256 = HashFile(f.Full) }).ToList(),
-            };
-            transformer.Describe(manifest);
-            MLNetInterop.Save(ctx, transformer.Kind, JsonSerializer.Serialize(manifest, Json), files);
-        }
-        finally
-        {
-            TryDeleteFolder(folder);
-        }
+            FormatVersion = FormatVersion,
+            Library = "Ullme.MLNet " + typeof(UllmeModelPackage).Assembly.GetName().Version,
+            ModelId = transformer.ModelId,
+            EmbeddingDimension = transformer.Model.EmbeddingDimension,
+            Files = files.Select(f => new FileEntry { Path = f.Rel, Length = new FileInfo(f.Full).Length, Sha256 = HashFile(f.Full) }).ToList(),
+        };
+        transformer.Describe(manifest);
+        MLNetInterop.Save(ctx, transformer.Kind, JsonSerializer.Serialize(manifest, Json), files);
     }
 
     /// <summary>
@@ -146,7 +141,8 @@ internal static class UllmeModelPackage
         var manifest = ParseManifest(manifestJson, kind);
         string root = string.IsNullOrEmpty(tempRoot) ? Path.GetTempPath() : tempRoot;
         var entries = PlanExtraction(manifest, source, root);
-        string folder = CreateTempFolder(root);
+        var temporary = new TemporaryFolder(root, TempPrefix);
+        string folder = temporary.Path;
         try
         {
             for (int i = 0; i < manifest.Files.Count; i++)
@@ -163,13 +159,13 @@ internal static class UllmeModelPackage
             // transformer lives, because UllmeModel.SaveFolder copies tokenizer files from the model's source folder
             // when the transformer is saved again.
             foreach (string f in Directory.EnumerateFiles(folder, "*.safetensors*", SearchOption.AllDirectories)) File.Delete(f);
-            transformer.AttachTemporaryFolder(folder);
-            folder = "";
+            transformer.AttachTemporaryFolder(temporary);
             return transformer;
         }
-        finally
+        catch
         {
-            if (folder.Length > 0) TryDeleteFolder(folder);
+            temporary.Dispose();
+            throw;
         }
     }
 
@@ -362,17 +358,6 @@ internal static class UllmeModelPackage
         return Convert.ToHexStringLower(SHA256.HashData(s));
     }
 
-    private static string CreateTempFolder(string? root = null)
-    {
-        string folder = Path.Combine(root ?? Path.GetTempPath(), "ullme-mlnet-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(folder);
-        return folder;
-    }
-
-    internal static void TryDeleteFolder(string folder)
-    {
-        try { if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true); }
-        catch (IOException) { /* a file still open (e.g. memory-mapped on Windows): the OS temp cleaner takes it */ }
-        catch (UnauthorizedAccessException) { }
-    }
+    /// <summary>Prefix of the temporary folders a save or a load extracts into.</summary>
+    private const string TempPrefix = "ullme-mlnet-";
 }

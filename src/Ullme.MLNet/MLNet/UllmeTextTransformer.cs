@@ -2,6 +2,7 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Runtime;
 using Ullme.MLNet.Inference;
+using Ullme.MLNet.IO;
 
 namespace Ullme.MLNet.Transforms;
 
@@ -100,7 +101,7 @@ public abstract class UllmeTextTransformer : ITransformer, ITextWindowMapper, IP
 
     void IPackagedTransformer.Describe(UllmeModelPackage.Manifest manifest) => Describe(manifest);
 
-    void IPackagedTransformer.AttachTemporaryFolder(string folder) => _temporaryFolder = new TemporaryFolder(folder);
+    void IPackagedTransformer.AttachTemporaryFolder(TemporaryFolder folder) => _temporaryFolder = folder;
 
     IHost ITextWindowMapper.Host => _host;
     string ITextWindowMapper.ChannelName => ChannelName;

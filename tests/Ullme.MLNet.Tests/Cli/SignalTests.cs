@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using Ullme.Cli;
+using Ullme.MLNet.IO;
 using Ullme.Cli.Commands;
 using Ullme.MLNet.Tests.Infrastructure;
 using Ullme.MLNet.Tests.MLNetIntegration;

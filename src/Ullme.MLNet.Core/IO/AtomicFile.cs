@@ -1,16 +1,22 @@
 using System.Globalization;
+using System.Text;
 
-namespace Ullme.Cli;
+namespace Ullme.MLNet.IO;
 
 /// <summary>
-/// Writes an output file via a temporary file in the same folder (<c>.&lt;name&gt;.&lt;pid&gt;.tmp</c>), renamed
-/// over the target only when the whole output was written. A failure (bad input line, cancellation) deletes the
-/// temporary and leaves no partial output. A process killed outright (SIGKILL, a second Ctrl+C) cannot delete it:
-/// the next write of the same output removes such leftovers of processes that are no longer alive.
+/// The one "write a file atomically" of the code base: the content goes to a hidden temporary beside the target
+/// (<c>.&lt;name&gt;.&lt;pid&gt;.tmp</c>), is flushed to disk and only then renamed over the target, so a reader sees the
+/// old file or the complete new one, never a partial one. A failure (an exception in the writer, cancellation) deletes
+/// the temporary and leaves the target as it was. A process killed outright (SIGKILL, a second Ctrl+C) cannot delete
+/// it: the next write of the same file removes such leftovers of processes that are no longer alive
+/// (<see cref="RemoveStaleTemporaries"/>; the CLI also sweeps an output folder with it).
 /// </summary>
 internal static class AtomicFile
 {
-    public static void Write(string path, Action<Stream> write)
+    private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: false);
+
+    /// <summary>Writes <paramref name="path"/> with what <paramref name="write"/> puts into the stream.</summary>
+    public static void Write(string path, Action<Stream> write, int bufferSize = 4096)
     {
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
@@ -19,7 +25,7 @@ internal static class AtomicFile
         string tmp = TemporaryName(full, Environment.ProcessId);
         try
         {
-            using (var stream = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+            using (var stream = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize))
             {
                 write(stream);
                 stream.Flush(flushToDisk: true);
@@ -28,10 +34,14 @@ internal static class AtomicFile
         }
         catch
         {
-            try { File.Delete(tmp); } catch (IOException) { }
+            TryDelete(tmp);
             throw;
         }
     }
+
+    /// <summary>Writes <paramref name="content"/> as UTF-8 without a byte-order mark.</summary>
+    public static void WriteAllText(string path, string content) =>
+        Write(path, s => s.Write(Utf8.GetBytes(content)));
 
     /// <summary>The temporary a process writes <paramref name="fullPath"/> through.</summary>
     internal static string TemporaryName(string fullPath, int processId) =>
@@ -80,6 +90,7 @@ internal static class AtomicFile
         return int.TryParse(middle[(dot + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && pid > 0 ? pid : null;
     }
 
+    /// <summary>Whether a process with this id runs (on Linux: its /proc entry exists).</summary>
     internal static bool IsAlive(int pid)
     {
         if (OperatingSystem.IsLinux()) return Directory.Exists($"/proc/{pid}");
@@ -96,5 +107,12 @@ internal static class AtomicFile
         {
             return false;
         }
+    }
+
+    private static void TryDelete(string file)
+    {
+        try { File.Delete(file); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
     }
 }
