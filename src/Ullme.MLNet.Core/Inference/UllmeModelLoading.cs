@@ -29,6 +29,7 @@ public sealed partial class UllmeModel
     public static UllmeModel Load(string? modelPathOrDefault, ModelLoadOptions? options = null)
     {
         options ??= new ModelLoadOptions();
+        NativeBackend.Ensure();
         if (options.Threads is int threads)
         {
             if (threads < 1) throw new UllmeException($"ModelLoadOptions.Threads must be at least 1 (got {threads}).");
