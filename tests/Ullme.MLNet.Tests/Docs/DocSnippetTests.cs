@@ -25,6 +25,34 @@ public sealed partial class DocSnippetTests
             public static Microsoft.ML.MLContext ml => throw new NotImplementedException();
             public static Ullme.MLNet.Inference.UllmeModel model => throw new NotImplementedException();
             """,
+        ["docs/evaluation.md"] = """
+            public static IProgress<Ullme.MLNet.Evaluation.EvaluationProgress>? progress => null;
+            public static string dataDir => "../shared/data";
+            public static Ullme.MLNet.Inference.UllmeModel model => throw new NotImplementedException();
+            """,
+        ["docs/mlnet.md"] = """
+            public static Microsoft.ML.MLContext ml => throw new NotImplementedException();
+            public static Microsoft.ML.ITransformer model => throw new NotImplementedException();         // the fitted pipeline
+            public static Microsoft.ML.IDataView trainData => throw new NotImplementedException();
+            public static string[] texts => [];
+            public sealed class Intent { public string Text { get; set; } = ""; public string Label { get; set; } = ""; }
+            public sealed class Prediction { public uint PredictedLabel { get; set; } }
+            """,
+        ["docs/scoring.md"] = """
+            public static Microsoft.ML.MLContext ml => throw new NotImplementedException();
+            public static Microsoft.ML.IDataView data => throw new NotImplementedException();             // QueryId, Query, Passage
+            public static Ullme.MLNet.Inference.Reranker reranker => throw new NotImplementedException();
+            """,
+        ["docs/training.md"] = """
+            public sealed class Triplet { public string Query { get; set; } = ""; public string Positive { get; set; } = ""; public string[] Negatives { get; set; } = []; }
+            public sealed class StsRow { public string Sentence1 { get; set; } = ""; public string Sentence2 { get; set; } = ""; public float Score { get; set; } }
+            public static IEnumerable<Triplet> rows => [];
+            public static IEnumerable<Triplet> triplets => [];
+            public static IEnumerable<StsRow> stsRows => [];
+            public static Microsoft.ML.IDataView intentDev => throw new NotImplementedException();       // Text, Label
+            public static Microsoft.ML.DataViewSchema textSchema => throw new NotImplementedException(); // a Text column
+            public static CancellationToken token => CancellationToken.None;
+            """,
     };
 
     private static string RepositoryRoot()

@@ -2,7 +2,7 @@ using Microsoft.ML;
 using Ullme.MLNet.Samples;
 using Ullme.MLNet.Tests.Infrastructure;
 
-namespace Ullme.MLNet.Tests.MLNet;
+namespace Ullme.MLNet.Tests.MLNetIntegration;
 
 /// <summary>
 /// The samples' (and docs/mlnet.md's) way of reading a <c>text,category</c> CSV with ML.NET: quoted fields that span
