@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using Ullme.Cli;
 using Ullme.MLNet.Tests.Infrastructure;
 
 namespace Ullme.MLNet.Tests.Cli;
@@ -10,12 +12,21 @@ public sealed class EvalWarningCliTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
+    /// <summary>In its own process: stderr is the real one, not a Console.SetError that parallel tests could swap.</summary>
     [AssetFact]
-    public void LimitBelowTheLabelCountWarnsOnStderrAndInTheResultFile()
+    public async Task LimitBelowTheLabelCountWarnsOnStderrAndInTheResultFile()
     {
-        var (code, err) = CliTests.Run("eval", "--model", Assets.Stories260K, "--tasks", "Banking77Clustering",
-            "--data-dir", Assets.Path("data"), "--output", _dir, "--limit", "50", "--instructions", "off", "--threads", "1");
-        Assert.True(code == 0, err);
+        var psi = new ProcessStartInfo("dotnet", [typeof(UllmeCli).Assembly.Location, "eval", "--model", Assets.Stories260K,
+            "--tasks", "Banking77Clustering", "--data-dir", Assets.Path("data"), "--output", _dir, "--limit", "50",
+            "--instructions", "off", "--threads", "1"]) { RedirectStandardError = true, RedirectStandardOutput = true };
+        using var p = Process.Start(psi)!;
+        var errTask = p.StandardError.ReadToEndAsync();
+        var outTask = p.StandardOutput.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(5));
+        await p.WaitForExitAsync(timeout.Token);
+        string err = await errTask;
+        await outTask;
+        Assert.True(p.ExitCode == 0, err);
         Assert.Contains("warning:", err);
         Assert.Contains("Banking77Clustering", err);
         Assert.Contains("50 rows but the task has 77 labels", err.ReplaceLineEndings(" ").Replace("  ", " ", StringComparison.Ordinal));
