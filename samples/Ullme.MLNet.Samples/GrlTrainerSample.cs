@@ -38,7 +38,7 @@ public static class GrlTrainerSample
             {
                 Strategy = Enum.Parse<TrainingStrategy>(strategy, ignoreCase: true),
                 Lora = null,                                            // tiny model: full fine-tuning
-                MaxLength = 128, BatchSize = 32, Epochs = 1, WarmupSteps = 9,
+                MaxLength = 128, BatchSize = 32, Epochs = 1,          // warm-up derived: min(10% of the steps, 500)
                 Decay = Ullme.MLNet.Training.Optimization.DecayKind.Linear,
                 Optimizer = new() { LearningRate = learningRate },
             },

@@ -1,4 +1,5 @@
 using Microsoft.ML;
+using Microsoft.ML.Data;
 using Ullme.MLNet;
 
 namespace Ullme.MLNet.Samples;
@@ -38,19 +39,17 @@ public static class SampleData
     public static List<IntentRow> Banking77(MLContext ml, string assets, int classes, int perClass)
     {
         string path = Path.Combine(assets, "data", "banking77", "train.csv");
-        var view = ml.Data.LoadFromTextFile<IntentCsv>(path, separatorChar: ',', hasHeader: true, allowQuoting: true);
-        var rows = ml.Data.CreateEnumerable<IntentCsv>(view, reuseRowObject: false);
         var order = new List<string>();
         var byClass = new Dictionary<string, List<IntentRow>>();
-        foreach (var r in rows)
+        foreach (var r in ReadIntentCsv(ml, path))
         {
-            if (!byClass.TryGetValue(r.Category, out var list))
+            if (!byClass.TryGetValue(r.Label, out var list))
             {
                 if (order.Count == classes) continue;
-                order.Add(r.Category);
-                byClass[r.Category] = list = [];
+                order.Add(r.Label);
+                byClass[r.Label] = list = [];
             }
-            if (list.Count < perClass) list.Add(new IntentRow { Text = r.Text, Label = r.Category });
+            if (list.Count < perClass) list.Add(r);
         }
         // Interleave classes so that any prefix or split is balanced.
         var result = new List<IntentRow>();
@@ -59,6 +58,22 @@ public static class SampleData
                 if (i < byClass[c].Count) result.Add(byClass[c][i]);
         return result;
     }
+
+    /// <summary>
+    /// A <c>text,category</c> CSV such as Banking77's train.csv, read by ML.NET's text loader. Its quoted fields may
+    /// span lines, so <c>ReadMultilines</c> must be on: with <c>allowQuoting</c> alone, ML.NET reads each physical
+    /// line as a row and Banking77 comes out as 10,014 rows with 78 labels (13 empty) instead of 10,003 and 77.
+    /// </summary>
+    public static IDataView LoadIntentCsv(MLContext ml, string path) =>
+        ml.Data.LoadFromTextFile<IntentCsv>(path, new TextLoader.Options
+        {
+            Separators = [','], HasHeader = true, AllowQuoting = true, ReadMultilines = true,
+        });
+
+    /// <summary>The rows of <see cref="LoadIntentCsv"/>, in file order.</summary>
+    public static List<IntentRow> ReadIntentCsv(MLContext ml, string path) =>
+        ml.Data.CreateEnumerable<IntentCsv>(LoadIntentCsv(ml, path), reuseRowObject: false)
+            .Select(r => new IntentRow { Text = r.Text, Label = r.Category }).ToList();
 
     /// <summary>STS-B pairs (tab-separated; fields 5-7 = score 0-5, sentence 1, sentence 2), score scaled to 0-1.</summary>
     public static List<PairRow> StsB(string assets, string file, int count)
@@ -76,7 +91,7 @@ public static class SampleData
 
     private sealed class IntentCsv
     {
-        [Microsoft.ML.Data.LoadColumn(0)] public string Text { get; set; } = "";
-        [Microsoft.ML.Data.LoadColumn(1)] public string Category { get; set; } = "";
+        [LoadColumn(0)] public string Text { get; set; } = "";
+        [LoadColumn(1)] public string Category { get; set; } = "";
     }
 }

@@ -42,7 +42,7 @@ public static class SweepSample
                 Model = model,
                 FineTune = new FineTuneOptions
                 {
-                    Lora = null, MaxLength = 128, BatchSize = 32, Epochs = 1, WarmupSteps = 2,
+                    Lora = null, MaxLength = 128, BatchSize = 32, Epochs = 1,   // warm-up derived from the steps
                     Optimizer = new() { LearningRate = 1e-3 },
                 },
             },

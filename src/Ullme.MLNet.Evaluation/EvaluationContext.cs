@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Ullme.MLNet.Evaluation.Learners;
 using Ullme.MLNet.Inference;
 
@@ -39,6 +41,38 @@ public sealed class EvaluationContext
     public IProgress<EvaluationProgress>? Progress { get; init; }
 
     public CancellationToken CancellationToken { get; init; }
+
+    /// <summary>Where <see cref="Warn"/> logs (besides recording the warning in the split's result).</summary>
+    public ILogger Logger { get; init; } = NullLogger.Instance;
+
+    private readonly Dictionary<(string Task, string Split), List<string>> _warnings = [];
+
+    /// <summary>
+    /// Flags a split whose score is degenerate (e.g. fewer rows than labels after <c>--limit</c>: accuracy near 0,
+    /// V-measure near 1 whatever the model): logged as a warning and recorded under <c>warnings</c> in the split's
+    /// result (<see cref="Results.SplitScores.Warnings"/>).
+    /// </summary>
+    public void Warn(EvaluationTask task, string split, string message)
+    {
+        Logger.LogWarning("{Task} {Split}: {Message}", task.Name, split, message);
+        if (!_warnings.TryGetValue((task.Name, split), out var list)) _warnings[(task.Name, split)] = list = [];
+        list.Add(message);
+    }
+
+    /// <summary>The warnings recorded for a split of a task.</summary>
+    public IReadOnlyList<string> WarningsFor(EvaluationTask task, string split) =>
+        _warnings.TryGetValue((task.Name, split), out var list) ? list : [];
+
+    /// <summary>
+    /// Warns when a split to be scored has fewer rows than the labels of the full split (<paramref name="labels"/>):
+    /// most labels then have no text at all, and label-based scores say nothing about the model.
+    /// </summary>
+    internal void WarnIfFewerRowsThanLabels(EvaluationTask task, string split, string what, int rows, int labels)
+    {
+        if (rows < labels)
+            Warn(task, split, $"{what} has {rows} rows but the task has {labels} labels, so most labels have no text and the " +
+                $"{task.MainScore} is not meaningful{(Limit is int n ? $" (--limit {n}: raise it to at least {labels}, better several times that)" : "")}");
+    }
 
     /// <summary>The learners of the Classification and Clustering tasks; by default ML.NET's, from the
     /// <c>Ullme.MLNet</c> package (<see cref="EvaluationLearners.Default"/>, looked up when first needed).</summary>

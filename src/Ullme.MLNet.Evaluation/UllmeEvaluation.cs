@@ -49,6 +49,10 @@ public sealed record EvaluationOptions
 
     /// <summary>Seed for undersampling, folds and k-means (MTEB: 42).</summary>
     public int Seed { get; init; } = 42;
+
+    /// <summary>Receives a warning for each degenerate split (fewer rows than labels or folds, e.g. after
+    /// <see cref="Limit"/>); the warnings are also in the results (<see cref="SplitScores.Warnings"/>).</summary>
+    public Microsoft.Extensions.Logging.ILogger? Logger { get; init; }
 }
 
 /// <summary>The outcome of a run: typed MTEB results, the summary and the files written.</summary>
@@ -162,6 +166,7 @@ public static class UllmeEvaluation
             Progress = progress,
             CancellationToken = cancellationToken,
             TaskCount = tasks.Count,
+            Logger = options.Logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance,
         };
         var results = new List<TaskResult>();
         for (int i = 0; i < tasks.Count; i++)
@@ -179,7 +184,13 @@ public static class UllmeEvaluation
                 TaskType = task.Type,
             };
             foreach (var split in task.Splits)
-                if (scores.TryGetValue(split, out var s)) result.Scores[split] = [s];
+                if (scores.TryGetValue(split, out var s))
+                {
+                    var warnings = context.WarningsFor(task, split);
+                    if (warnings.Count > 0)
+                        s.Details["warnings"] = new System.Text.Json.Nodes.JsonArray(warnings.Select(w => (System.Text.Json.Nodes.JsonNode?)w).ToArray());
+                    result.Scores[split] = [s];
+                }
             results.Add(result);
             context.Report(task, "done", 1, 1);
         }

@@ -128,6 +128,11 @@ internal static class EvalCommand
     private static void Finish(IAnsiConsole err, EvaluationReport report)
     {
         PrintSummary(report);
+        // Degenerate splits (fewer rows than labels or folds, e.g. after --limit): said on stderr, also in the files.
+        foreach (var r in report.Results)
+            foreach (var (split, entries) in r.Scores)
+                foreach (var w in entries.SelectMany(s => s.Warnings))
+                    CliConsole.Warn($"{r.TaskName} {split}: {w}");
         foreach (var file in report.Files) err.MarkupLine($"[grey]wrote[/] {Markup.Escape(file)}");
         err.MarkupLine($"[grey]embedding cache: {report.CacheMisses} texts embedded, {report.CacheHits} reused[/]");
     }

@@ -297,7 +297,7 @@ internal static class TrainCommand
         {
             string dir = Path.GetDirectoryName(process!)!;
             bool onPath = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator)
-                .Any(d => d.Length > 0 && string.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(d)), Path.TrimEndingDirectorySeparator(dir), StringComparison.Ordinal));
+                .Any(d => d.Length > 0 && Ullme.MLNet.IO.PathGuard.Same(d, dir));
             return [onPath ? "ullme" : process!];
         }
         return ["ullme"];

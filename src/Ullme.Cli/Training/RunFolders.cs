@@ -44,11 +44,11 @@ internal sealed class RunFolders
     /// </summary>
     public static RunFolders Prepare(string output, string? checkpointDir, bool resume, bool overwrite)
     {
-        string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
+        string full = Ullme.MLNet.IO.PathGuard.Normalize(output);
         if (File.Exists(full)) throw new UllmeException($"--output '{output}' is a file; give a folder.");
         bool inside = checkpointDir is null;
         RecoverInterruptedPublish(full, inside);
-        string checkpoints = inside ? Path.Combine(full, CheckpointsFolder) : Path.TrimEndingDirectorySeparator(Path.GetFullPath(checkpointDir!));
+        string checkpoints = inside ? Path.Combine(full, CheckpointsFolder) : Ullme.MLNet.IO.PathGuard.Normalize(checkpointDir!);
         if (Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any())
         {
             bool ours = File.Exists(Path.Combine(full, SummaryFile)) || Directory.Exists(Path.Combine(full, CheckpointsFolder));

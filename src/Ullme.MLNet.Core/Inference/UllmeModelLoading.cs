@@ -29,6 +29,7 @@ public sealed partial class UllmeModel
     public static UllmeModel Load(string? modelPathOrDefault, ModelLoadOptions? options = null)
     {
         options ??= new ModelLoadOptions();
+        NativeBackend.Ensure();
         if (options.Threads is int threads)
         {
             if (threads < 1) throw new UllmeException($"ModelLoadOptions.Threads must be at least 1 (got {threads}).");
@@ -42,7 +43,7 @@ public sealed partial class UllmeModel
         }
         else
         {
-            folder = Path.GetFullPath(modelPathOrDefault);
+            folder = IO.PathGuard.Normalize(modelPathOrDefault);
             if (File.Exists(folder)) folder = Path.GetDirectoryName(folder)!;
             if (!Directory.Exists(folder))
                 throw new UllmeException($"Model folder '{modelPathOrDefault}' does not exist (give a Hugging Face model folder or 'default').");
@@ -101,7 +102,7 @@ public sealed partial class UllmeModel
                 new Dictionary<string, string> { ["format"] = "pt", ["producer"] = "Ullme.MLNet" });
         }
 
-        if (!string.Equals(Path.GetFullPath(folder), SourceFolder, StringComparison.Ordinal))
+        if (!IO.PathGuard.Same(folder, SourceFolder))
             foreach (string file in TokenizerFiles)
             {
                 string src = Path.Combine(SourceFolder, file);
@@ -174,8 +175,7 @@ public sealed partial class UllmeModel
             normalize = types.Any(m => m.Type.EndsWith(".Normalize", StringComparison.Ordinal));
             var poolingModule = types.FirstOrDefault(m => m.Type.EndsWith(".Pooling", StringComparison.Ordinal));
             string poolingPath = (poolingModule.Module is null ? null : Str(poolingModule.Module, "path", modulesFile, $"[{types.IndexOf(poolingModule)}].path")) ?? "1_Pooling";
-            string root = Path.GetFullPath(folder) + Path.DirectorySeparatorChar;
-            if (Path.IsPathRooted(poolingPath) || !Path.GetFullPath(Path.Combine(folder, poolingPath, "config.json")).StartsWith(root, StringComparison.Ordinal))
+            if (IO.PathGuard.ResolveInside(folder, Path.Combine(poolingPath, "config.json")) is null)
                 throw new UllmeException($"'{modulesFile}': the pooling module's \"path\" '{poolingPath}' lies outside the model folder.");
             string poolingFile = Path.Combine(folder, poolingPath, "config.json");
             switch (ReadJson(Path.Combine(folder, poolingPath), "config.json"))

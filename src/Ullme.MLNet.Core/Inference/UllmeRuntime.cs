@@ -125,10 +125,10 @@ public static class UllmeRuntime
     private static int? interOpSet;
 
     /// <summary>Threads libtorch uses inside one operator (matmul, attention, ...).</summary>
-    public static int IntraOpThreads => get_num_threads();
+    public static int IntraOpThreads { get { NativeBackend.Ensure(); return get_num_threads(); } }
 
     /// <summary>Threads libtorch uses to run independent operators concurrently.</summary>
-    public static int InterOpThreads => get_num_interop_threads();
+    public static int InterOpThreads { get { NativeBackend.Ensure(); return get_num_interop_threads(); } }
 
     /// <summary>
     /// Sets libtorch's intra-op threads to <paramref name="threads"/> (any time, takes effect for the next operator)
@@ -136,11 +136,12 @@ public static class UllmeRuntime
     /// (default 1: the engine runs one forward at a time, so inter-op threads would only compete for cores). libtorch
     /// fixes the inter-op pool once it has started; later calls leave it unchanged.
     /// </summary>
-    /// <exception cref="UllmeException">A thread count is below 1.</exception>
+    /// <exception cref="UllmeException">A thread count is below 1, or no native libtorch backend package is referenced.</exception>
     public static void SetThreads(int threads, int interOpThreads = 1)
     {
         if (threads < 1) throw new UllmeException($"threads must be at least 1 (got {threads}).");
         if (interOpThreads < 1) throw new UllmeException($"inter-op threads must be at least 1 (got {interOpThreads}).");
+        NativeBackend.Ensure();
         lock (Gate)
         {
             if (interOpSet is null)

@@ -315,7 +315,6 @@ internal static class CheckpointLoader
                 || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 throw new UllmeException($"'{index}' has no \"weight_map\" object (tensor name -> shard file).");
 
-            string root = System.IO.Path.GetFullPath(folder) + System.IO.Path.DirectorySeparatorChar;
             var shards = new List<(string Shard, List<string> Names)>();
             var byShard = new Dictionary<string, List<string>>(StringComparer.Ordinal);
             foreach (var entry in map.EnumerateObject())
@@ -323,7 +322,7 @@ internal static class CheckpointLoader
                 if (entry.Value.ValueKind != JsonValueKind.String || string.IsNullOrWhiteSpace(entry.Value.GetString()))
                     throw new UllmeException($"'{index}': weight_map entry for tensor '{entry.Name}' is not a file name.");
                 string shard = entry.Value.GetString()!;
-                if (!System.IO.Path.GetFullPath(System.IO.Path.Combine(folder, shard)).StartsWith(root, StringComparison.Ordinal))
+                if (IO.PathGuard.ResolveInside(folder, shard) is null)
                     throw new UllmeException($"'{index}': shard '{shard}' for tensor '{entry.Name}' lies outside the model folder.");
                 if (!byShard.TryGetValue(shard, out var names))
                 {

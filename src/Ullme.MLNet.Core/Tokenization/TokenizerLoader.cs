@@ -22,7 +22,7 @@ internal static class TokenizerLoader
     public static HuggingFaceTokenizer LoadHuggingFace(string folderOrFile)
     {
         ArgumentException.ThrowIfNullOrEmpty(folderOrFile);
-        string path = Path.GetFullPath(folderOrFile);
+        string path = IO.PathGuard.Normalize(folderOrFile);
         string folder;
         string? file = null;
         if (Directory.Exists(path)) folder = path;

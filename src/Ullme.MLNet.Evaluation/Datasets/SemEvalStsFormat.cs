@@ -34,11 +34,14 @@ public static class SemEvalStsFormat
 
         var inputLines = File.ReadAllLines(inputPath, System.Text.Encoding.UTF8);
         var goldLines = File.ReadAllLines(goldPath, System.Text.Encoding.UTF8);
-        // A trailing empty line at the end of either file is not a pair.
+        // Line i of the gold file scores line i of the input file; an empty gold line is an unscored pair. SemEval
+        // ships files whose last pairs are unscored (STS15 answers-forums: 6 trailing empty gold lines), so only the
+        // input's trailing empty lines are dropped (they are not pairs): the gold file must have a line for each
+        // input line, and any gold lines past the input's end must be empty.
         int inputCount = TrimTrailingEmpty(inputLines);
-        int goldCount = TrimTrailingEmpty(goldLines);
-        if (inputCount != goldCount)
-            throw new UllmeException($"{goldPath}: has {goldCount} lines but {inputPath} has {inputCount}; they must pair up line by line");
+        int lastScored = TrimTrailingEmpty(goldLines);
+        if (goldLines.Length < inputCount || lastScored > inputCount)
+            throw new UllmeException($"{goldPath}: has {goldLines.Length} lines ({lastScored} up to its last score) but {inputPath} has {inputCount}; they must pair up line by line (an empty gold line = an unscored pair)");
 
         var pairs = new List<StsPair>();
         for (int i = 0; i < inputCount; i++)

@@ -37,4 +37,10 @@ public sealed class SplitScores
     public double this[string metric] => Metrics[metric];
 
     public void Add(string metric, double value) => Metrics[metric] = value;
+
+    /// <summary>Why this score is degenerate (e.g. fewer rows than labels), from <see cref="EvaluationContext.Warn"/>;
+    /// written as the <c>warnings</c> list of the split's entry in the result file. Empty when all is well.</summary>
+    public IReadOnlyList<string> Warnings => Details["warnings"] is JsonArray a
+        ? a.Select(n => n?.GetValue<string>() ?? "").ToList()
+        : [];
 }

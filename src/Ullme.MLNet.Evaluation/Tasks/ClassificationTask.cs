@@ -74,11 +74,21 @@ public sealed class ClassificationTask : EvaluationTask
         var result = new Dictionary<string, SplitScores>();
         if (_crossValidationSplit is string cvSplit)
         {
-            result[cvSplit] = CrossValidate(context, cvSplit, context.TakeSpread(_train));
+            var data = context.TakeSpread(_train);
+            int labels = _train.Select(t => t.Label).Distinct(StringComparer.Ordinal).Count();
+            context.WarnIfFewerRowsThanLabels(this, cvSplit, $"split '{cvSplit}'", data.Count, labels);
+            // Each fold's test part must be able to hold every label for accuracy to mean anything.
+            if (data.Count >= labels && data.Count / Folds < labels)
+                context.Warn(this, cvSplit, $"each of the {Folds} cross-validation folds tests about {data.Count / Folds} rows for {labels} labels, so the {MainScore} is not meaningful" +
+                    (context.Limit is int n ? $" (--limit {n}: raise it to at least {Folds * labels})" : ""));
+            result[cvSplit] = CrossValidate(context, cvSplit, data);
             return result;
         }
 
         var train = context.TakeSpread(_train);
+        int trainLabels = _train.Select(t => t.Label).Distinct(StringComparer.Ordinal).Count();
+        foreach (var split in _eval.Keys)
+            context.WarnIfFewerRowsThanLabels(this, split, "the training split", train.Count, trainLabels);
         var labelIndex = LabelIndex(train);
         var trainY = train.Select(t => labelIndex[t.Label]).ToArray();
         var selections = new List<int[]>();
@@ -97,6 +107,7 @@ public sealed class ClassificationTask : EvaluationTask
         foreach (var (split, all) in _eval)
         {
             var rows = context.TakeSpread(all);
+            context.WarnIfFewerRowsThanLabels(this, split, $"split '{split}'", rows.Count, all.Select(r => r.Label).Distinct(StringComparer.Ordinal).Count());
             var testX = context.Embed(this, $"{split}: texts", rows.Select(r => r.Text).ToArray(), TextRole.Symmetric);
             // Labels never seen in training still need an index (they can only be mispredicted).
             var index = new Dictionary<string, int>(labelIndex, StringComparer.Ordinal);

@@ -44,6 +44,11 @@ public sealed class ClusteringTask : EvaluationTask
             var rows = context.TakeSpread(all);
             var labels = rows.Select(r => r.Label).ToArray();
             int k = labels.Distinct().Count();
+            context.WarnIfFewerRowsThanLabels(this, split, $"split '{split}'", rows.Count, all.Select(r => r.Label).Distinct(StringComparer.Ordinal).Count());
+            // With about one text per cluster, every clustering of distinct texts scores a V-measure near 1.
+            if (rows.Count >= all.Select(r => r.Label).Distinct(StringComparer.Ordinal).Count() && rows.Count < 2 * k)
+                context.Warn(this, split, $"{rows.Count} rows for {k} labels (fewer than two texts per cluster), so the {MainScore} is near 1 whatever the model" +
+                    (context.Limit is int n ? $" (--limit {n}: raise it)" : ""));
             var vectors = context.Embed(this, $"{split}: texts", rows.Select(r => r.Text).ToArray(), TextRole.Symmetric);
             var scores = new double[Runs];
             for (int run = 0; run < Runs; run++)

@@ -64,7 +64,7 @@ public sealed record LearningRateSchedule
     {
         if (TotalSteps <= 0) throw new UllmeException($"Learning-rate schedule: TotalSteps must be positive, got {TotalSteps}.");
         if (WarmupSteps is < 0) throw new UllmeException($"Learning-rate schedule: WarmupSteps must be non-negative, got {WarmupSteps}.");
-        if (WarmupSteps > TotalSteps) throw new UllmeException($"Learning-rate schedule: WarmupSteps ({WarmupSteps}) exceeds TotalSteps ({TotalSteps}).");
+        if (WarmupSteps > TotalSteps) throw new UllmeException($"Learning-rate schedule: WarmupSteps ({WarmupSteps}) exceeds TotalSteps ({TotalSteps}); leave WarmupSteps unset (null) to derive it from the run's length (min(10% of the steps, 500); {DefaultWarmup(TotalSteps)} here).");
         if (!(PeakLearningRate >= 0) || !double.IsFinite(PeakLearningRate)) throw new UllmeException($"Learning-rate schedule: PeakLearningRate must be a non-negative number, got {PeakLearningRate}.");
     }
 }

@@ -33,6 +33,10 @@ public sealed record SweepOptions
     /// <summary>Where <c>leaderboard.csv</c>, <c>leaderboard.json</c> and the best model's folder <c>best/</c> go;
     /// null = nothing is written.</summary>
     public string? OutputDirectory { get; init; }
+
+    /// <summary>Receives the sweep's warnings, e.g. that no trial beat the untrained baseline
+    /// (<see cref="SweepResult.BaselineNote"/>); null = none.</summary>
+    public Microsoft.Extensions.Logging.ILogger? Logger { get; init; }
 }
 
 /// <summary>One trial: its settings, its dev metric (NaN if it failed) and its training run.</summary>
@@ -74,6 +78,22 @@ public sealed class SweepResult
     /// <summary>The exported folder of the best model (<see cref="SweepOptions.OutputDirectory"/>/best), or null.</summary>
     public string? BestModelFolder { get; }
 
+    /// <summary>Whether the best trial's metric is strictly better than the untrained base model's. False when every
+    /// trial failed, or when the best tuned model is no better than no training at all.</summary>
+    public bool BeatBaseline => Best is { } b && (!double.IsFinite(BaselineMetric)
+        || (HigherIsBetter ? b.Metric > BaselineMetric : b.Metric < BaselineMetric));
+
+    /// <summary>
+    /// A plain sentence when <see cref="BeatBaseline"/> is false (no trial improved on the untrained model, so the
+    /// "best" model is worse than or equal to the base model), else null. Part of <see cref="Leaderboard"/> and of
+    /// the JSON (<c>beat_baseline</c>, <c>note</c>), and logged as a warning.
+    /// </summary>
+    public string? BaselineNote => BeatBaseline ? null : Best is { } b
+        ? string.Create(CultureInfo.InvariantCulture,
+            $"No trial beat the untrained baseline: the best trial's {MetricName} is {b.Metric:F4}, the base model's {BaselineMetric:F4} ({(HigherIsBetter ? "higher" : "lower")} is better). " +
+            $"The exported 'best' model is no improvement: keep the base model, or change the search (more data or steps, other learning rates or objectives).")
+        : "No trial succeeded: there is no best model (see each trial's error).";
+
     private IReadOnlyList<string> SettingNames => Trials.Count == 0 ? [] : Trials[0].Point.Settings.Select(s => s.Key).ToList();
 
     private IEnumerable<string[]> Rows()
@@ -107,6 +127,7 @@ public sealed class SweepResult
         foreach (var row in rows)
             sb.AppendLine(string.Join("  ", row.Select((v, c) => v.PadRight(widths[c]))).TrimEnd());
         sb.Append(CultureInfo.InvariantCulture, $"baseline (untrained) {MetricName}: {BaselineMetric:F4}");
+        if (BaselineNote is { } note) sb.AppendLine().Append("WARNING: ").Append(note);
         return sb.ToString();
     }
 
@@ -146,6 +167,8 @@ public sealed class SweepResult
             ["metric"] = MetricName,
             ["higher_is_better"] = HigherIsBetter,
             ["baseline"] = double.IsFinite(BaselineMetric) ? BaselineMetric : null,
+            ["beat_baseline"] = BeatBaseline,
+            ["note"] = BaselineNote,
             ["best_model_folder"] = BestModelFolder,
             ["trials"] = trials,
         };

@@ -98,6 +98,10 @@ internal static class SweepRunner
             .ThenBy(t => t.Index).ToList();
         string? bestFolder = output is not null && leader is not null && saveBest is not null ? Path.Combine(output, "best") : null;
         var sweep = new SweepResult(metricName, higherIsBetter, baseline, ranked, bestFolder);
+        if (sweep.BaselineNote is { } note)
+        {
+            Microsoft.Extensions.Logging.LoggerExtensions.LogWarning(options.Logger ?? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, "{Note}", note);
+        }
         if (output is not null)
         {
             AtomicFile.WriteAllText(Path.Combine(output, "leaderboard.csv"), sweep.ToCsv());

@@ -195,6 +195,7 @@ public sealed class GrlTrainerSweep
             string? zip = best is not null && _options.OutputDirectory is { } dir && _options.SaveMLNetModel ? Path.Combine(Path.GetFullPath(dir), "best.zip") : null;
             Log("leaderboard" + Environment.NewLine + sweep.Leaderboard());
             if (sweep.BestModelFolder is { } folder) Log($"best model: '{folder}'{(zip is null ? "" : $", '{zip}'")}");
+            if (sweep.BaselineNote is { } note) Warn(note);
             return new GrlTrainerSweepResult(sweep, best, zip);
         }
         finally
@@ -216,6 +217,12 @@ public sealed class GrlTrainerSweep
         {
             throw new UllmeException($"GrlTrainerSweep: the dev metric '{_metric.Name}' failed on the untrained base model: {e.Message}", e);
         }
+    }
+
+    private void Warn(string message)
+    {
+        using var ch = _host.Start(nameof(GrlTrainerSweep));
+        ch.Warning(MessageSensitivity.None, "GrlTrainerSweep: " + message);
     }
 
     private void Log(string message)

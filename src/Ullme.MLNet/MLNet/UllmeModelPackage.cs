@@ -148,9 +148,8 @@ internal static class UllmeModelPackage
             for (int i = 0; i < manifest.Files.Count; i++)
             {
                 var file = manifest.Files[i];
-                string dest = Path.GetFullPath(Path.Combine(folder, file.Path));
-                if (!dest.StartsWith(Path.GetFullPath(folder) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-                    throw Corrupted($"lists an invalid file path '{file.Path}'");
+                string dest = IO.PathGuard.ResolveInside(folder, file.Path)
+                    ?? throw Corrupted($"lists an invalid file path '{file.Path}'");
                 Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
                 Extract(entries[i], file, dest);
             }
@@ -266,7 +265,7 @@ internal static class UllmeModelPackage
         {
             string full = Path.GetFullPath(path);
             var drive = DriveInfo.GetDrives()
-                .Where(d => d.IsReady && full.StartsWith(d.RootDirectory.FullName, StringComparison.Ordinal))
+                .Where(d => d.IsReady && IO.PathGuard.IsSameOrInside(full, d.RootDirectory.FullName))
                 .MaxBy(d => d.RootDirectory.FullName.Length);
             return drive?.AvailableFreeSpace;
         }

@@ -95,6 +95,76 @@ public sealed class LoaderTests : IDisposable
         Assert.Equal(2, ((StsTask)BuiltInTasks.Create("STS16", _dir)).Pairs("test").Count);
     }
 
+    /// <summary>
+    /// Writes a SemEval sub-set as distributed: <paramref name="inputLines"/> input pairs, the gold file with one line
+    /// per input line, empty at <paramref name="unscored"/> (SemEval leaves the last pairs of STS15 answers-forums and
+    /// STS16 answer-answer unscored, so the gold file ends in empty lines). Scores encode the line number so that a
+    /// misalignment shows.
+    /// </summary>
+    private void WriteSubset(string folder, string name, int inputLines, ISet<int> unscored, string prefix = "STS")
+    {
+        var input = new StringBuilder();
+        var gold = new StringBuilder();
+        for (int i = 0; i < inputLines; i++)
+        {
+            input.Append($"{name} left {i}\t{name} right {i}\n");
+            gold.Append(unscored.Contains(i) ? "\n" : $"{i % 6}.{i % 1000:D3}\n");
+        }
+        Write($"{folder}/{prefix}.input.{name}.txt", input.ToString());
+        Write($"{folder}/{prefix}.gs.{name}.txt", gold.ToString());
+    }
+
+    [Fact]
+    public void SemEvalTrailingUnscoredPairsLoadAlignedByLine()
+    {
+        // STS15 answers-forums: 2000 input lines, the gold file's last 6 lines empty (1,994 pairs in the release);
+        // here also 3 unscored pairs in the middle, as other sub-sets have.
+        var forumsGaps = new HashSet<int> { 17, 500, 1203, 1994, 1995, 1996, 1997, 1998, 1999 };
+        WriteSubset("sts15", "answers-forums", 2000, forumsGaps);
+        WriteSubset("sts15", "headlines", 750, new HashSet<int>());
+        var sts15 = ((StsTask)BuiltInTasks.Create("STS15", _dir)).Pairs("test");
+        Assert.Equal(2000 - forumsGaps.Count + 750, sts15.Count);
+        // Every pair carries the score of its own line: text "left i" with score (i % 6).(i % 1000).
+        foreach (var p in sts15)
+        {
+            int i = int.Parse(p.Text1[(p.Text1.LastIndexOf(' ') + 1)..]);
+            Assert.EndsWith($" right {i}", p.Text2);
+            Assert.Equal(double.Parse($"{i % 6}.{i % 1000:D3}", System.Globalization.CultureInfo.InvariantCulture), p.Score, 12);
+            if (p.Text1.StartsWith("answers-forums")) Assert.DoesNotContain(i, forumsGaps);
+        }
+        Assert.Equal("answers-forums left 1993", sts15[2000 - forumsGaps.Count - 1].Text1);
+
+        // STS16 answer-answer: 1572 input lines, 3 trailing empty gold lines -> 1569 pairs; 2016 naming.
+        WriteSubset("sts16", "answer-answer", 1572, new HashSet<int> { 1569, 1570, 1571 }, prefix: "STS2016");
+        var sts16 = ((StsTask)BuiltInTasks.Create("STS16", _dir)).Pairs("test");
+        Assert.Equal(1569, sts16.Count);
+        Assert.Equal("answer-answer left 1568", sts16[^1].Text1);
+
+        // An input file that ends in an empty line (not a pair) still pairs with a gold file without one.
+        Write("sts14/STS.input.x.txt", "a\tb\nc\td\ne\tf\n\n");
+        Write("sts14/STS.gs.x.txt", "1\n\n2\n");
+        Assert.Equal([new StsPair("a", "b", 1), new StsPair("e", "f", 2)], ((StsTask)BuiltInTasks.Create("STS14", _dir)).Pairs("test"));
+    }
+
+    [Fact]
+    public void SemEvalGoldScoresBeyondTheInputAreRefused()
+    {
+        Write("sts12/STS.input.MSRvid.txt", "a1\ta2\nb1\tb2\n");
+        string gold = Write("sts12/STS.gs.MSRvid.txt", "1\n2\n3\n");
+        var e = Assert.Throws<UllmeException>(() => BuiltInTasks.Create("STS12", _dir));
+        Assert.Contains(gold, e.Message);
+        Assert.Contains("pair up", e.Message);
+    }
+
+    /// <summary>The shared STS13 sub-sets (headlines 750, OnWN 561 pairs as in MTEB's STS13) load in full.</summary>
+    [AssetFact]
+    public void SharedSts13LoadsMtebPairCounts()
+    {
+        string folder = Assets.Path("data", "sts13");
+        Assert.Equal(561, SemEvalStsFormat.ReadSubset(Path.Combine(folder, "STS.input.OnWN.txt")).Count);
+        Assert.Equal(750, SemEvalStsFormat.ReadSubset(Path.Combine(folder, "STS.input.headlines.txt")).Count);
+    }
+
     [Fact]
     public void SemEvalErrorsNameTheFile()
     {

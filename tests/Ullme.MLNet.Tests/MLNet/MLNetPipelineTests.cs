@@ -14,12 +14,6 @@ namespace Ullme.MLNet.Tests.MLNetIntegration;
 [Collection(TorchCollection.Name)]
 public sealed class MLNetPipelineTests
 {
-    private sealed class IntentCsv
-    {
-        [LoadColumn(0)] public string Text { get; set; } = "";
-        [LoadColumn(1)] public string Label { get; set; } = "";
-    }
-
     private sealed class PairRow
     {
         public string Text1 { get; set; } = "";
@@ -35,8 +29,8 @@ public sealed class MLNetPipelineTests
     /// <summary>First <paramref name="perClass"/> texts of the first <paramref name="classes"/> intents, interleaved.</summary>
     private static List<LabeledText> Banking77(MLContext ml, int classes, int perClass)
     {
-        var view = ml.Data.LoadFromTextFile<IntentCsv>(Assets.Path("data", "banking77", "train.csv"), separatorChar: ',', hasHeader: true, allowQuoting: true);
-        var groups = ml.Data.CreateEnumerable<IntentCsv>(view, reuseRowObject: false)
+        // The samples' loader (quoted texts span lines: ReadMultilines).
+        var groups = Ullme.MLNet.Samples.SampleData.ReadIntentCsv(ml, Assets.Path("data", "banking77", "train.csv"))
             .GroupBy(r => r.Label).Take(classes).Select(g => g.Take(perClass).ToList()).ToList();
         return Enumerable.Range(0, perClass)
             .SelectMany(i => groups.Where(g => i < g.Count).Select(g => new LabeledText { Text = g[i].Text, Label = g[i].Label }))

@@ -294,6 +294,54 @@ public sealed class CheckpointLoaderTests : IDisposable
             Assert.True(model.state_dict()[name].IdenticalTo(expected), name);
     }
 
+    /// <summary>
+    /// The folder as a user types it: with a trailing slash (shell completion writes one), relative with <c>./</c>,
+    /// or through <c>..</c>. Each names the same folder, so the shards of its index lie inside it.
+    /// </summary>
+    [Fact]
+    public void Load_Sharded_FolderSpelledWithTrailingSlashDotOrDotDot_Loads()
+    {
+        using var scope = NewDisposeScope();
+        var checkpoint = GoodCheckpoint();
+        string folder = WriteSharded("spelled", checkpoint);
+        string sep = Path.DirectorySeparatorChar.ToString();
+        string relative = Path.GetRelativePath(Environment.CurrentDirectory, folder);
+        string[] spellings =
+        [
+            folder + sep,
+            "." + sep + relative + sep,
+            Path.Combine(folder, "..", "spelled"),
+            Path.Combine(folder, "..", "spelled") + sep,
+        ];
+        foreach (string spelling in spellings)
+        {
+            using var model = new TinyBackbone();
+            CheckpointLoader.Load(model, spelling, ScalarType.Float32, CPU);
+            foreach (var (name, expected) in checkpoint)
+                Assert.True(model.state_dict()[name].IdenticalTo(expected), $"{name} via '{spelling}'");
+        }
+    }
+
+    /// <summary>A shard in a sibling folder whose name starts with the model folder's (<c>model</c> vs
+    /// <c>model-evil</c>) is outside the model folder, however the folder is spelled.</summary>
+    [Fact]
+    public void Load_Sharded_ShardInSiblingPrefixFolder_IsRefused()
+    {
+        using var scope = NewDisposeScope();
+        string folder = WriteSharded("model", GoodCheckpoint());
+        string evil = WriteSharded("model-evil", GoodCheckpoint());
+        string index = Path.Combine(folder, CheckpointLoader.IndexFileName);
+        File.WriteAllText(index, File.ReadAllText(index).Replace("\"model-00002-of-00002.safetensors\"", "\"../model-evil/model-00002-of-00002.safetensors\""));
+        Assert.True(File.Exists(Path.Combine(evil, "model-00002-of-00002.safetensors")));
+        foreach (string spelling in new[] { folder, folder + Path.DirectorySeparatorChar })
+        {
+            using var model = new TinyBackbone();
+            var e = Assert.Throws<UllmeException>(() => CheckpointLoader.Load(model, spelling, ScalarType.Float32, CPU));
+            Assert.Contains("'../model-evil/model-00002-of-00002.safetensors'", e.Message);
+            Assert.Contains("outside the model folder", e.Message);
+        }
+    }
+
     [Fact]
     public void Load_Sharded_MissingShardFile_NamesShardAndIndex()
     {
