@@ -8,7 +8,34 @@ namespace Ullme.Cli;
 /// </summary>
 internal static class CliConsole
 {
-    public static IAnsiConsole Err { get; } = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+    public static IAnsiConsole Err { get; } = CreateErr();
+
+    /// <summary>Width of text written to a file or a pipe: no wrapping (a path or a message stays on one line).</summary>
+    internal const int UnwrappedWidth = 1 << 20;
+
+    private static IAnsiConsole CreateErr()
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        // Spectre wraps at 80 columns when stderr is not a terminal; a pipe or a log file must get whole lines.
+        if (Console.IsErrorRedirected) console.Profile.Width = UnwrappedWidth;
+        return console;
+    }
+
+    /// <summary>The width help text is wrapped at: none when stdout is not a terminal, else the terminal's width
+    /// (<c>COLUMNS</c> when set, as the shell exports it).</summary>
+    internal static int HelpWidth()
+    {
+        if (Console.IsOutputRedirected) return UnwrappedWidth;
+        if (int.TryParse(Environment.GetEnvironmentVariable("COLUMNS"), out int columns) && columns > 0) return columns;
+        try
+        {
+            return Console.WindowWidth > 0 ? Console.WindowWidth : UnwrappedWidth;
+        }
+        catch (IOException)
+        {
+            return UnwrappedWidth;
+        }
+    }
 
     public static void Note(string message) => Err.MarkupLine($"[grey]{Markup.Escape(message)}[/]");
 
