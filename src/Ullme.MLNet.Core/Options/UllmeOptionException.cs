@@ -51,7 +51,7 @@ internal static class OptionCheck
 
     public static void AtLeast(int? value, int min, string option, string unit = "")
     {
-        if (value is { } v) AtLeast(v, min, option, unit);
+        if (value is { } v) AtLeast((long)v, min, option, unit);
     }
 
     public static void Range(long value, long min, long max, string option, string? why = null)
