@@ -50,8 +50,8 @@ internal static class CliOptionNames
     /// option, or unchanged when the command has no such flag.</summary>
     public static Exception ForCommand(Exception e, Command? command)
     {
-        if (e is not UllmeOptionException o || command is null) return e;
-        if (!Flags.TryGetValue(o.Option, out string? flag)) return e;
+        if (e is not UllmeException { Option: { } engineName } o || command is null) return e;
+        if (!Flags.TryGetValue(engineName, out string? flag)) return e;
         foreach (var option in command.Options)
             if (option.Name == flag || option.Aliases.Contains(flag)) return o.As(flag);
         return e;

@@ -129,7 +129,7 @@ internal static class EmbedCommand
         }
         if (idIdx.Count > 0)
         {
-            foreach (int i in idIdx) engine.ValidateTokenIds(chunk[i].InputIds!, $"{path}:{chunk[i].Line}");
+            foreach (int i in idIdx) engine.ValidateTokenIds(chunk[i].InputIds!, $"{path}, line {chunk[i].Line}");
             int textsDone = textIdx.Count;
             var r = engine.EmbedTokenIds(idIdx.Select(i => (IReadOnlyList<int>)chunk[i].InputIds!).ToList(), options,
                 new SyncProgress<EngineProgress>(p => progress.Report(new EngineProgress(textsDone + p.Done, chunk.Count, p.Tokens))), cancellationToken);

@@ -51,7 +51,7 @@ public sealed record EmbeddingOptions
 
     /// <summary>Checks every setting that does not depend on the model (the model's limits are checked when the
     /// engine resolves the options).</summary>
-    /// <exception cref="UllmeOptionException">A setting is invalid; the message names it and its value.</exception>
+    /// <exception cref="UllmeException">A setting is invalid; the message names it and its value.</exception>
     public void Validate()
     {
         OptionCheck.Defined(Pooling, "EmbeddingOptions.Pooling");

@@ -29,7 +29,7 @@ public sealed record ModelLoadOptions
     /// <summary>Checks every setting: a known dtype, a device spelled "cpu", "cuda" or "cuda:N", and
     /// <see cref="Threads"/> between 1 and the machine's cores (<see cref="Environment.ProcessorCount"/>: more
     /// threads than cores only adds contention, and a mistyped 10000 would start thousands of threads).</summary>
-    /// <exception cref="UllmeOptionException">A setting is invalid; the message names it and its value.</exception>
+    /// <exception cref="UllmeException">A setting is invalid; the message names it and its value.</exception>
     public void Validate()
     {
         OptionCheck.Defined(DType, "ModelLoadOptions.DType");

@@ -205,8 +205,8 @@ public sealed partial class UllmeModel
             case JsonObject u:
                 try
                 {
-                    if (Str(u, "pooling", uFile) is string pv) pooling = OptionNames.Pooling.Parse(pv, $"'{uFile}': \"pooling\"");
-                    if (Str(u, "attention", uFile) is string av) attention = OptionNames.Attention.Parse(av, $"'{uFile}': \"attention\"");
+                    if (Str(u, "pooling", uFile) is string pv) pooling = FromFile(OptionNames.Pooling, pv, uFile, "pooling");
+                    if (Str(u, "attention", uFile) is string av) attention = FromFile(OptionNames.Attention, av, uFile, "attention");
                 }
                 catch (UllmeException e) when (!e.Message.StartsWith($"'{uFile}'", StringComparison.Ordinal))
                 {
@@ -277,6 +277,11 @@ public sealed partial class UllmeModel
     }
 
     /// <summary>Parses "bidirectional" / "causal".</summary>
+    /// <summary>An enum value named in a model folder's settings file.</summary>
+    private static T FromFile<T>(EnumNames<T> names, string value, string file, string field) where T : struct, Enum =>
+        names.TryParse(value, out T parsed) ? parsed
+            : throw new UllmeException($"'{file}': \"{field}\": Unknown {names.What} '{value}'. Use {names.Choices}.");
+
     public static AttentionMode ParseAttention(string value) => OptionNames.Attention.Parse(value, "EmbeddingOptions.Attention");
 
     private static JsonNode? ReadJson(string folder, string file)

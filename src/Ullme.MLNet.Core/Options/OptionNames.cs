@@ -43,7 +43,7 @@ internal sealed class EnumNames<T> where T : struct, Enum
         return text is not null && _accepted.TryGetValue(Key(text), out value);
     }
 
-    /// <summary>Parses <paramref name="text"/>; unknown: an <see cref="UllmeOptionException"/> for
+    /// <summary>Parses <paramref name="text"/>; unknown: an option <see cref="UllmeException"/> for
     /// <paramref name="option"/> listing the accepted names.</summary>
     public T Parse(string text, string option)
     {

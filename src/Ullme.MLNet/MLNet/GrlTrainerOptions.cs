@@ -86,7 +86,7 @@ public sealed class GrlTrainerOptions : IModelOptions<GrlTrainerOptions>
         {
             FineTune.Validate();
         }
-        catch (UllmeOptionException error)
+        catch (UllmeException error) when (error.Option is not null)
         {
             throw error.Under("GrlTrainerOptions.FineTune");
         }

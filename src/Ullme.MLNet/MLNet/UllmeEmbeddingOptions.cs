@@ -95,7 +95,7 @@ public sealed class UllmeEmbeddingOptions : IModelOptions<UllmeEmbeddingOptions>
             if (Device is not null) new ModelLoadOptions { DType = DType, Device = Device }.Validate();
             else OptionCheck.Defined(DType, "ModelLoadOptions.DType");
         }
-        catch (UllmeOptionException e)
+        catch (UllmeException e) when (e.Option is not null)
         {
             throw e.Under(nameof(UllmeEmbeddingOptions));
         }

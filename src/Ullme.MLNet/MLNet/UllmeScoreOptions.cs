@@ -120,7 +120,7 @@ public sealed class UllmeScoreOptions : IModelOptions<UllmeScoreOptions>
             if (Device is not null) new ModelLoadOptions { DType = DType, Device = Device }.Validate();
             else OptionCheck.Defined(DType, "ModelLoadOptions.DType");
         }
-        catch (UllmeOptionException e)
+        catch (UllmeException e) when (e.Option is not null)
         {
             throw e.Under(nameof(UllmeScoreOptions), EngineNames);
         }

@@ -118,7 +118,7 @@ public sealed class CliLimitsTests : IDisposable
         File.WriteAllText(input, "{\"input_ids\": [101, 7592, 102]}\n{\"input_ids\": [101, 999999, 102]}\n");
         var (code, err) = Run("embed", "--input", input, "--output", PathOf("out.npy"));
         Assert.Equal(1, code);
-        Assert.Contains($"{input}:2: token id 999999 at position 1 is outside the vocabulary [0, 30522)", err);
+        Assert.Contains($"{input}, line 2: token id 999999 at position 1 is outside the vocabulary [0, 30522)", err);
     }
 
     [Fact]

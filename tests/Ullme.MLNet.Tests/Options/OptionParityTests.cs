@@ -149,12 +149,12 @@ public sealed class OptionParityTests : IDisposable
     [Fact]
     public void TheEngineNamesTheOptionAndTheSurfaceRenamesIt()
     {
-        var e = Assert.Throws<UllmeOptionException>(() => new RerankOptions { MixWeight = 2 }.Validate());
+        var e = Assert.Throws<UllmeException>(() => new RerankOptions { MixWeight = 2 }.Validate());
         Assert.Equal("RerankOptions.MixWeight", e.Option);
         Assert.Equal("must be between 0 and 1 (got 2)", e.Problem);
         Assert.Equal("--mix-weight must be between 0 and 1 (got 2).", e.As("--mix-weight").Message);
         Assert.Equal("UllmeScoreOptions.BatchSize must be between 1 and 65536 (got 0).",
-            Assert.Throws<UllmeOptionException>(() => new UllmeScoreOptions { BatchSize = 0 }.Validate(modelIsLoaded: true)).Message);
+            Assert.Throws<UllmeException>(() => new UllmeScoreOptions { BatchSize = 0 }.Validate(modelIsLoaded: true)).Message);
     }
 
     [Fact]
