@@ -20,16 +20,18 @@ internal static class CliRunner
     {
         using var interrupt = new CliInterrupt();
         CurrentArgs.Value = args;
+        ParseResult? parsed = null;
         try
         {
             // Our own signal handling (ProcessTerminationTimeout = null): System.CommandLine's would give up on the
             // command after a timeout, while a training step may take minutes to reach its checkpoint.
             var configuration = new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
-            return root.Parse(args).InvokeAsync(configuration, interrupt.Token).GetAwaiter().GetResult();
+            parsed = root.Parse(args);
+            return parsed.InvokeAsync(configuration, interrupt.Token).GetAwaiter().GetResult();
         }
         catch (Exception e) when (interrupt.Signal is not null && (Unwrap(e) is OperationCanceledException or CommandInterruptedException || IsUserError(e)))
         {
-            var inner = Unwrap(e);
+            var inner = CliOptionNames.ForCommand(Unwrap(e), parsed?.CommandResult.Command);
             Console.Error.WriteLine(inner is OperationCanceledException
                 ? $"interrupted by {interrupt.SignalName}: stopped; no output was written."
                 : $"interrupted by {interrupt.SignalName}: {inner.Message}");
@@ -37,7 +39,7 @@ internal static class CliRunner
         }
         catch (Exception e) when (IsUserError(e))
         {
-            Console.Error.WriteLine($"error: {Unwrap(e).Message}");
+            Console.Error.WriteLine($"error: {CliOptionNames.ForCommand(Unwrap(e), parsed?.CommandResult.Command).Message}");
             return 1;
         }
         finally

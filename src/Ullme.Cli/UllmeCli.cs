@@ -10,6 +10,9 @@ public static class UllmeCli
     {
         var root = new RootCommand("ullme: turn LLMs into text-embedding models; embed, score, tokenize, train and evaluate.");
         foreach (var command in CommandRegistry.All()) root.Subcommands.Add(command);
+        // Help is not hard-wrapped at 80 columns when piped (System.CommandLine's default), nor wider than the terminal.
+        foreach (var option in root.Options)
+            if (option is System.CommandLine.Help.HelpOption { Action: System.CommandLine.Help.HelpAction help }) help.MaxWidth = CliConsole.HelpWidth();
         return root;
     }
 

@@ -39,10 +39,7 @@ public sealed class UllmeEmbeddingGenerator : IEmbeddingGenerator<string, Embedd
         ArgumentNullException.ThrowIfNull(engine);
         _engine = engine;
         _options = options ?? new EmbeddingOptions();
-        if (_options.BatchSize < 1)
-            throw new UllmeException($"EmbeddingOptions.BatchSize must be at least 1, got {_options.BatchSize}.");
-        if (_options.MaxLength is { } ml && ml < 2)
-            throw new UllmeException($"EmbeddingOptions.MaxLength must be at least 2 tokens, got {ml}.");
+        _options.Validate();   // the engine record's own rules (the same message on every surface)
         _ownsModel = ownsModel;
         _metadata = new EmbeddingGeneratorMetadata(ProviderName, providerUri: null, defaultModelId: engine.Model.ModelId,
             defaultModelDimensions: engine.Model.EmbeddingDimension);

@@ -164,32 +164,28 @@ public sealed record FineTuneOptions
     {
         var w = EffectiveWeights;
         foreach (var (name, value) in new[] { ("Contrastive", w.Contrastive), ("LanguageModel", w.LanguageModel), ("Preference", w.Preference), ("Consistency", w.Consistency) })
-            if (!(value >= 0) || !double.IsFinite(value)) throw new UllmeException($"Loss weight {name} must be a non-negative number, got {value}.");
+            if (!(value >= 0) || !double.IsFinite(value))
+                throw OptionCheck.Error("FineTuneOptions.Weights." + name, $"must be a non-negative number (got {OptionCheck.Shown(value)})");
         if (w.Contrastive == 0 && !w.NeedsGeneration && w.Consistency == 0) throw new UllmeException("All loss weights are zero: nothing to train.");
-        Positive(Temperature, nameof(Temperature));
-        Positive(Beta, nameof(Beta));
-        Positive(GenerationTemperature, nameof(GenerationTemperature));
-        if (RepresentationTemperature is { } tr) Positive(tr, nameof(RepresentationTemperature));
+        OptionCheck.Positive(Temperature, "FineTuneOptions.Temperature");
+        OptionCheck.Positive(Beta, "FineTuneOptions.Beta");
+        OptionCheck.Positive(GenerationTemperature, "FineTuneOptions.GenerationTemperature");
+        if (RepresentationTemperature is { } tr) OptionCheck.Positive(tr, "FineTuneOptions.RepresentationTemperature");
         Inference.GenerationPrompt.Validate(GenerationPrompt, nameof(GenerationPrompt));
-        if (MaxLength < 2) throw new UllmeException($"MaxLength must be at least 2, got {MaxLength}.");
-        if (MaxGenerationLength is < 2) throw new UllmeException($"MaxGenerationLength must be at least 2, got {MaxGenerationLength}.");
-        if (BatchSize < 1) throw new UllmeException($"BatchSize must be positive, got {BatchSize}.");
-        if (Epochs < 1) throw new UllmeException($"Epochs must be positive, got {Epochs}.");
-        if (MaxSteps is < 1) throw new UllmeException($"MaxSteps must be positive, got {MaxSteps}.");
-        if (AccumulationSteps < 1) throw new UllmeException($"AccumulationSteps must be positive, got {AccumulationSteps}.");
-        if (GenerationChunkSize is < 1) throw new UllmeException($"GenerationChunkSize must be positive, got {GenerationChunkSize}.");
-        if (GradCacheChunkSize is < 1) throw new UllmeException($"GradCacheChunkSize must be positive, got {GradCacheChunkSize}.");
-        if (CheckpointEvery < 0) throw new UllmeException($"CheckpointEvery must be non-negative, got {CheckpointEvery}.");
-        if (KeepCheckpoints < 1) throw new UllmeException($"KeepCheckpoints must be at least 1, got {KeepCheckpoints}.");
+        OptionCheck.AtLeast(MaxLength, EmbeddingOptions.MinMaxLength, "FineTuneOptions.MaxLength", " tokens");
+        OptionCheck.AtLeast(MaxGenerationLength, 2, "FineTuneOptions.MaxGenerationLength", " tokens");
+        OptionCheck.Range(BatchSize, 1, EmbeddingOptions.MaxBatchSize, "FineTuneOptions.BatchSize");
+        OptionCheck.AtLeast(Epochs, 1, "FineTuneOptions.Epochs");
+        OptionCheck.AtLeast(MaxSteps, 1, "FineTuneOptions.MaxSteps");
+        OptionCheck.AtLeast(AccumulationSteps, 1, "FineTuneOptions.AccumulationSteps");
+        OptionCheck.AtLeast(GenerationChunkSize, 1, "FineTuneOptions.GenerationChunkSize");
+        OptionCheck.AtLeast(GradCacheChunkSize, 1, "FineTuneOptions.GradCacheChunkSize");
+        OptionCheck.AtLeast(CheckpointEvery, 0, "FineTuneOptions.CheckpointEvery");
+        OptionCheck.AtLeast(KeepCheckpoints, 1, "FineTuneOptions.KeepCheckpoints");
         if (Resume && CheckpointDirectory is null) throw new UllmeException("Resume needs a CheckpointDirectory.");
-        if (MaxGradientNorm is { } g && !(g > 0)) throw new UllmeException($"MaxGradientNorm must be positive, got {g}.");
+        if (MaxGradientNorm is { } g) OptionCheck.Positive(g, "FineTuneOptions.MaxGradientNorm");
         Optimizer.Validate();
         Lora?.Validate();
-
-        static void Positive(double v, string name)
-        {
-            if (!(v > 0) || !double.IsFinite(v)) throw new UllmeException($"{name} must be a positive number, got {v}.");
-        }
     }
 
     private static readonly JsonSerializerOptions FingerprintJson = new() { Converters = { new JsonStringEnumConverter() } };

@@ -16,27 +16,63 @@ internal static class CommonOptions
 
     public static Option<string> Device() => new("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
 
-    public static Option<int?> Threads() => new("--threads") { Description = "CPU threads for libtorch, intra-op (default: all cores; 1 is often faster on a busy machine)." };
+    public static Option<int?> Threads() => NullableInt("--threads",
+        $"CPU threads for libtorch, intra-op, 1 to this machine's cores ({Environment.ProcessorCount}) (default: all cores; 1 is often faster on a busy machine).");
 
-    public static ModelLoadOptions LoadOptions(string dtype, string device) => new()
+    /// <summary>An integer flag whose value is parsed as a 64-bit number first, so a value beyond a 32-bit count
+    /// ("2147483648") or not a whole number ("1e9") is one error under this flag, not a parse failure elsewhere.</summary>
+    public static Option<int> Int(string name, string description, int defaultValue) => new(name)
     {
-        DType = dtype.Trim().ToLowerInvariant() switch
-        {
-            "float32" or "fp32" or "f32" => ModelDType.Float32,
-            "bfloat16" or "bf16" => ModelDType.BFloat16,
-            _ => throw new UllmeException($"--dtype '{dtype}' is not supported. Use float32 or bfloat16."),
-        },
-        Device = device,
+        Description = description,
+        DefaultValueFactory = _ => defaultValue,
+        CustomParser = r => r.Tokens.Count == 0 ? defaultValue : ParseInt(r, name) ?? defaultValue,
     };
+
+    /// <inheritdoc cref="Int"/>
+    public static Option<int?> NullableInt(string name, string description) => new(name)
+    {
+        Description = description,
+        CustomParser = r => r.Tokens.Count == 0 ? null : ParseInt(r, name),
+    };
+
+    private static int? ParseInt(System.CommandLine.Parsing.ArgumentResult r, string name)
+    {
+        string text = r.Tokens[^1].Value;
+        if (!long.TryParse(text, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out long v))
+        {
+            r.AddError($"{name} must be a whole number (got '{text}').");
+            return null;
+        }
+        if (v is > int.MaxValue or < int.MinValue)
+        {
+            r.AddError($"{name} must be at most {int.MaxValue} (got {v}).");
+            return null;
+        }
+        return (int)v;
+    }
+
+    /// <summary>Load options of the common flags, validated (so --threads 10000 or --dtype fp8 stop here, before any
+    /// input is read); errors are shown under the flag by <see cref="CliRunner"/>.</summary>
+    public static ModelLoadOptions LoadOptions(string dtype, string device, int? threads = null)
+    {
+        var options = new ModelLoadOptions
+        {
+            DType = OptionNames.DType.Parse(dtype, "ModelLoadOptions.DType"),
+            Device = device,
+            Threads = threads,
+        };
+        options.Validate();
+        return options;
+    }
 
     public static void ApplyThreads(int? threads)
     {
         if (threads is null) return;
-        if (threads < 1) throw new UllmeException($"--threads must be at least 1 (got {threads}).");
+        new ModelLoadOptions { Threads = threads }.Validate();
         UllmeRuntime.SetThreads(threads.Value);
     }
 
-    public static PoolingMode? Pooling(string? value) => value is null ? null : Pooler.Parse(value);
+    public static PoolingMode? Pooling(string? value) => value is null ? null : OptionNames.Pooling.Parse(value, "EmbeddingOptions.Pooling");
 
-    public static AttentionMode? Attention(string? value) => value is null ? null : UllmeModel.ParseAttention(value);
+    public static AttentionMode? Attention(string? value) => value is null ? null : OptionNames.Attention.Parse(value, "EmbeddingOptions.Attention");
 }

@@ -36,7 +36,7 @@ internal static class InfoCommand
             Row("tokenizer", $"{m.Tokenizer.Kind}, {m.Tokenizer.VocabSize} ids");
             Row("language-model head", m.Backbone.HasLanguageModelHead ? "yes (scoring available)" : "no (encoder)");
             Row("default pooling / attention / max length / normalize",
-                $"{Pooler.ToName(m.Defaults.Pooling)} / {(m.Defaults.Attention == AttentionMode.Causal ? "causal" : "bidirectional")} / {m.Defaults.MaxLength} / {m.Defaults.Normalize}");
+                $"{Pooler.ToName(m.Defaults.Pooling)} / {MLNet.OptionNames.Attention.ToName(m.Defaults.Attention)} / {m.Defaults.MaxLength} / {m.Defaults.Normalize}");
             AnsiConsole.Write(table);
             return 0;
         });

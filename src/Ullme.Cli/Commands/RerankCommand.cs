@@ -22,7 +22,7 @@ internal static class RerankCommand
         var instruction = new Option<string?>("--instruction") { Description = "Task instruction: fills {instruction} of the prompt and precedes the query when embedded." };
         var prompt = new Option<string?>("--prompt") { Description = "Generation prompt template with {query} (and {instruction}); default \"{instruction}\\nQuery: {query}\\nPassage: \"." };
         var score = new Option<string>("--generation-score") { Description = "mean or sum of the candidate's token log-probs.", DefaultValueFactory = _ => "mean" };
-        var batchSize = new Option<int>("--batch-size") { Description = "Sequences per forward pass.", DefaultValueFactory = _ => 8 };
+        var batchSize = CommonOptions.Int("--batch-size", $"Sequences per forward pass (1 to {EmbeddingOptions.MaxBatchSize}).", 8);
         var dtype = CommonOptions.DType();
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
@@ -36,7 +36,6 @@ internal static class RerankCommand
             string outPath = parse.GetValue(output)!;
             if (!File.Exists(inPath)) throw new UllmeException($"Input file '{inPath}' does not exist.");
             int batch = parse.GetValue(batchSize);
-            if (batch < 1) throw new UllmeException($"--batch-size must be at least 1 (got {batch}).");
             var options = new RerankOptions
             {
                 By = ParseBy(parse.GetValue(by)!),
@@ -51,9 +50,12 @@ internal static class RerankCommand
                 },
             };
             options.Validate();
-            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!);
+            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(threads));
             CommonOptions.ApplyThreads(parse.GetValue(threads));
-            var items = InputReader.ReadJsonlObjects(inPath, (o, line) => ParseItem(o, inPath, line));
+            CliPaths.RefuseOverwritingInput(inPath, outPath);
+            var stats = new InputStats();
+            var items = InputReader.ReadJsonlObjects(inPath, (o, line) => ParseItem(o, inPath, line), stats);
+            if (InputReader.Utf8Warning(inPath, stats) is { } utf8) CliConsole.Warn(utf8);
 
             using var loaded = CliConsole.LoadModel(parse.GetValue(model)!, loadOptions);
             var reranker = new Reranker(new EmbeddingEngine(loaded), options);
@@ -70,20 +72,9 @@ internal static class RerankCommand
         return command;
     }
 
-    internal static RerankBy ParseBy(string value) => value.Trim().ToLowerInvariant() switch
-    {
-        "representation" or "rep" or "cosine" => RerankBy.Representation,
-        "generation" or "gen" => RerankBy.Generation,
-        "mix" or "mixed" => RerankBy.Mix,
-        _ => throw new UllmeException($"--by '{value}' is not supported. Use representation, generation or mix."),
-    };
+    internal static RerankBy ParseBy(string value) => OptionNames.RerankBy.Parse(value, "RerankOptions.By");
 
-    private static GenerationScore ParseScore(string value) => value.Trim().ToLowerInvariant() switch
-    {
-        "mean" => GenerationScore.Mean,
-        "sum" => GenerationScore.Sum,
-        _ => throw new UllmeException($"--generation-score '{value}' is not supported. Use mean or sum."),
-    };
+    private static GenerationScore ParseScore(string value) => OptionNames.GenerationScore.Parse(value, "RelevanceOptions.GenerationScore");
 
     private static (JsonElement? Id, RerankQuery Query) ParseItem(JsonElement o, string path, int line)
     {

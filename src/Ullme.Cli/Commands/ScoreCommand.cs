@@ -13,10 +13,11 @@ internal static class ScoreCommand
 {
     public static Command Create()
     {
-        var model = CommonOptions.Model("A Hugging Face decoder model folder.");
+        // No default: the bundled model is an encoder, which has no language-model head to score with.
+        var model = new Option<string>("--model", "-m") { Description = "A Hugging Face decoder model folder (required: the bundled default model is an encoder and cannot score).", Required = true };
         var input = new Option<string>("--input", "-i") { Description = "JSONL: {\"prefix\": ..., \"continuation\": ...} or {\"input_ids\": [...], \"score_from\": k} a line.", Required = true };
         var output = new Option<string>("--output", "-o") { Description = "JSONL: {\"token_logprobs\": [...], \"sum\": x, \"mean\": y} a line, in input order.", Required = true };
-        var batchSize = new Option<int>("--batch-size") { Description = "Sequences per forward pass.", DefaultValueFactory = _ => 8 };
+        var batchSize = CommonOptions.Int("--batch-size", $"Sequences per forward pass (1 to {EmbeddingOptions.MaxBatchSize}).", 8);
         var dtype = CommonOptions.DType();
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
@@ -28,12 +29,20 @@ internal static class ScoreCommand
         {
             string inPath = parse.GetValue(input)!;
             string outPath = parse.GetValue(output)!;
+            int batch = parse.GetValue(batchSize);
+            new RelevanceOptions { GenerationBatchSize = batch }.Validate();
+            string modelName = parse.GetValue(model)!;
+            if (modelName == UllmeModel.DefaultModelName)
+                throw new UllmeException("--model default is the bundled all-MiniLM-L6-v2, an encoder without a language-model head: score needs a decoder model folder (e.g. --model ./Qwen2-0.5B).");
             if (!File.Exists(inPath)) throw new UllmeException($"Input file '{inPath}' does not exist.");
-            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!);
+            CliPaths.RefuseOverwritingInput(inPath, outPath);
+            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(threads));
             CommonOptions.ApplyThreads(parse.GetValue(threads));
-            var items = InputReader.ReadJsonlObjects(inPath, (o, line) => ParseItem(o, inPath, line));
+            var stats = new InputStats();
+            var items = InputReader.ReadJsonlObjects(inPath, (o, line) => ParseItem(o, inPath, line), stats);
+            if (InputReader.Utf8Warning(inPath, stats) is { } utf8) CliConsole.Warn(utf8);
 
-            using var loaded = CliConsole.LoadModel(parse.GetValue(model)!, loadOptions);
+            using var loaded = CliConsole.LoadModel(modelName, loadOptions);
             var engine = new EmbeddingEngine(loaded);
             var requests = new TokenScoreRequest[items.Count];
             for (int i = 0; i < items.Count; i++)
@@ -48,7 +57,6 @@ internal static class ScoreCommand
                 if (requests[i].ScoreFrom < 1 || requests[i].ScoreFrom > requests[i].InputIds.Count)
                     throw new UllmeException($"{inPath}:{line}: score_from {requests[i].ScoreFrom} must be between 1 and the number of tokens ({requests[i].InputIds.Count}).");
             }
-            int batch = parse.GetValue(batchSize);
             var results = CliConsole.WithProgress($"Scoring {requests.Length} sequences", requests.Length,
                 progress => engine.ScoreTokenIds(requests, batch, progress, cancellationToken));
             AtomicFile.Write(outPath, stream =>

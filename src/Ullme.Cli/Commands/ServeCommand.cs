@@ -63,7 +63,7 @@ internal static class ServeCommand
                 ShutdownTimeout = TimeSpan.FromSeconds(shutdownSeconds),
             };
             options.Validate();
-            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!);
+            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(threads));
             CommonOptions.ApplyThreads(parse.GetValue(threads));
 
             using var loaded = CliConsole.LoadModel(parse.GetValue(model)!, loadOptions);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text;
 using Ullme.Cli.Io;
+using Ullme.MLNet;
 using Ullme.MLNet.Inference;
 using Ullme.MLNet.Modeling;
 using Ullme.MLNet.Tokenization;
@@ -21,20 +22,27 @@ internal static class TokenizeCommand
         command.SetAction((parse, cancellationToken) =>
         {
             string m = parse.GetValue(model)!;
-            var tokenizer = TokenizerLoader.Load(m == UllmeModel.DefaultModelName ? DefaultModel.EnsureFolder() : m);
-            var records = InputReader.Read(parse.GetValue(input)!, parse.GetValue(textColumn)!);
-            bool special = !parse.GetValue(noSpecial);
+            string inPath = parse.GetValue(input)!;
             string outPath = parse.GetValue(output)!;
+            if (!File.Exists(inPath)) throw new UllmeException($"Input file '{inPath}' does not exist.");
+            CliPaths.RefuseOverwritingInput(inPath, outPath);
+            var tokenizer = TokenizerLoader.Load(m == UllmeModel.DefaultModelName ? DefaultModel.EnsureFolder() : m);
+            bool special = !parse.GetValue(noSpecial);
+            var stats = new InputStats();
+            int count = 0;
             AtomicFile.Write(outPath, stream =>
             {
-                foreach (var r in records)
+                // Streamed: one input line and its ids in memory at a time.
+                foreach (var r in InputReader.Enumerate(inPath, parse.GetValue(textColumn)!, stats))
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     var ids = r.InputIds ?? [.. tokenizer.Encode(r.Text!, special)];
                     stream.Write(Encoding.UTF8.GetBytes("{\"input_ids\":[" + string.Join(',', ids) + "]}\n"));
+                    count++;
                 }
             });
-            CliConsole.Note($"{records.Count} texts tokenized ({tokenizer.Kind}) → {outPath}");
+            if (InputReader.Utf8Warning(inPath, stats) is { } utf8) CliConsole.Warn(utf8);
+            CliConsole.Note($"{count} texts tokenized ({tokenizer.Kind}) → {outPath}");
             return Task.FromResult(0);
         });
         return command;

@@ -43,7 +43,7 @@ internal static class TrainCommand
         var output = new Option<string>("--output", "-o") { Description = "Output folder: the tuned model, losses.csv, losses.png, training.json (and checkpoints/).", Required = true };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps to run (exclusive with --epochs)." };
         var epochs = new Option<int?>("--epochs") { Description = "Passes over the data (exclusive with --steps; default 1)." };
-        var batchSize = new Option<int>("--batch-size") { Description = "Examples (query + positive + negatives) per step.", DefaultValueFactory = _ => 32 };
+        var batchSize = CommonOptions.Int("--batch-size", "Examples (query + positive + negatives) per step.", 32);
         var gradAccum = new Option<int>("--grad-accum") { Description = "Micro-batches of --batch-size accumulated per optimizer step.", DefaultValueFactory = _ => 1 };
         var gradCache = new Option<int?>("--grad-cache-chunk") { Description = "GradCache: embed N texts at a time (memory of N texts, gradients of the whole batch)." };
         var generationChunk = new Option<int?>("--generation-chunk") { Description = "Causal sequences per forward pass of the generation terms (default: the whole batch)." };
@@ -70,7 +70,7 @@ internal static class TrainCommand
         var generationPrompt = new Option<string?>("--generation-prompt") { Description = "Prompt a candidate is generated after; {query} and {instruction} placeholders (default \"{instruction}\\nQuery: {query}\\nPassage: \")." };
         var attention = new Option<string?>("--attention") { Description = "Embedding attention: bidirectional | causal (default: the model's). Generation terms are always causal." };
         var pooling = new Option<string?>("--pooling") { Description = "mean | weighted-mean | last-token | first-token (default: the model's)." };
-        var maxLength = new Option<int?>("--max-length") { Description = "Max tokens per embedded text (default: the model's)." };
+        var maxLength = CommonOptions.NullableInt("--max-length", "Max tokens per embedded text (default: the model's).");
         var maxGenerationLength = new Option<int?>("--max-generation-length") { Description = "Max tokens of prompt + candidate (default: no cap)." };
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Write a checkpoint every N steps (0 = only at the end).", DefaultValueFactory = _ => 50 };
         var checkpointDir = new Option<string?>("--checkpoint-dir") { Description = "Checkpoint folder (default <output>/checkpoints)." };
@@ -207,7 +207,7 @@ internal static class TrainCommand
         var embedding = new EmbeddingOptions { Pooling = options.Pooling, Attention = options.EmbeddingAttention, MaxLength = options.MaxLength, BatchSize = 64 };
         CliConsole.Note($"{model.ModelId}: {strategy} ({Describe(weights)}), {(options.Lora is null ? "full fine-tuning" : $"LoRA r {options.Lora.Rank} α {options.Lora.Alpha}")}, " +
             $"{examples.Count} examples, batch {options.BatchSize}, lr {options.Optimizer.LearningRate:G3}, {Pooler.ToName(options.Pooling)} pooling, " +
-            $"{(options.EmbeddingAttention == AttentionMode.Causal ? "causal" : "bidirectional")} attention, max length {options.MaxLength}.");
+            $"{OptionNames.Attention.ToName(options.EmbeddingAttention)} attention, max length {options.MaxLength}.");
 
         double? stsBefore = sts is null ? null : Spearman(model, sts, embedding, "STS before training", cancellationToken);
         if (stsBefore is double b) CliConsole.Note($"STS Spearman before training: {b:F4} ({Path.GetFileName(s.EvalSts)})");

@@ -107,18 +107,20 @@ public sealed partial class EmbeddingEngine
     internal ResolvedEmbeddingOptions Resolve(EmbeddingOptions? options)
     {
         options ??= new EmbeddingOptions();
+        options.Validate();
         var d = Model.Defaults;
         var attention = options.Attention ?? d.Attention;
         if (attention == AttentionMode.Causal && !Model.Backbone.SupportsCausal)
-            throw new UllmeException($"Model '{Model.ModelId}' is a bidirectional encoder; attention 'causal' is not available.");
+            throw OptionCheck.Error("EmbeddingOptions.Attention", $"cannot be causal: model '{Model.ModelId}' is a bidirectional encoder");
         int maxLength = options.MaxLength ?? d.MaxLength;
         if (maxLength < 1) throw new UllmeException($"max length must be positive (got {maxLength}).");
         int positionLimit = Model.Config.MaxPositionEmbeddings;
+        if (options.MaxLength is { } asked && positionLimit > 0 && asked > positionLimit)
+            throw OptionCheck.Error("EmbeddingOptions.MaxLength",
+                $"must be at most {positionLimit}, the max_position_embeddings of model '{Model.ModelId}' (got {asked})");
         if (Model.Config.IsEncoder && positionLimit > 0 && maxLength > positionLimit)
             throw new UllmeException($"max length {maxLength} exceeds the model's max_position_embeddings ({positionLimit}).");
-        if (options.BatchSize < 1) throw new UllmeException($"batch size must be positive (got {options.BatchSize}).");
         int window = options.SortWindow ?? 8 * options.BatchSize;
-        if (window < 0) throw new UllmeException($"sort window must be 0 (whole input) or positive (got {window}).");
         return new ResolvedEmbeddingOptions(options.Pooling ?? d.Pooling, attention, options.Instruction, maxLength, options.BatchSize, options.Normalize)
         {
             SortWindow = window == 0 ? int.MaxValue : Math.Max(window, options.BatchSize),

@@ -19,8 +19,15 @@ public sealed record EmbeddingOptions
     /// max_seq_length, else max_position_embeddings). Longer texts are truncated and counted.</summary>
     public int? MaxLength { get; init; }
 
-    /// <summary>Texts per forward pass. Default 32.</summary>
+    /// <summary>Texts per forward pass, 1 to <see cref="MaxBatchSize"/>. Default 32.</summary>
     public int BatchSize { get; init; } = 32;
+
+    /// <summary>The largest <see cref="BatchSize"/> accepted (a batch's token ids, masks and activations are allocated
+    /// whole; beyond this the product batch × length × hidden overflows what one tensor can index on common models).</summary>
+    public const int MaxBatchSize = 65_536;
+
+    /// <summary>The smallest <see cref="MaxLength"/> accepted: room for one token besides a special token.</summary>
+    public const int MinMaxLength = 2;
 
     /// <summary>
     /// Texts sorted together by length before batching (bounded window): batches then hold texts of similar length,
@@ -41,4 +48,16 @@ public sealed record EmbeddingOptions
 
     /// <summary>L2-normalise the result. Default true.</summary>
     public bool Normalize { get; init; } = true;
+
+    /// <summary>Checks every setting that does not depend on the model (the model's limits are checked when the
+    /// engine resolves the options).</summary>
+    /// <exception cref="UllmeException">A setting is invalid; the message names it and its value.</exception>
+    public void Validate()
+    {
+        OptionCheck.Defined(Pooling, "EmbeddingOptions.Pooling");
+        OptionCheck.Defined(Attention, "EmbeddingOptions.Attention");
+        OptionCheck.AtLeast(MaxLength, MinMaxLength, "EmbeddingOptions.MaxLength", " tokens");
+        OptionCheck.Range(BatchSize, 1, MaxBatchSize, "EmbeddingOptions.BatchSize");
+        OptionCheck.AtLeast(SortWindow, 0, "EmbeddingOptions.SortWindow");
+    }
 }

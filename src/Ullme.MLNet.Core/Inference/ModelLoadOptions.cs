@@ -25,4 +25,25 @@ public sealed record ModelLoadOptions
     /// <summary>Where loading reports warnings (e.g. non-finite weights allowed by
     /// <see cref="AllowNonFiniteWeights"/>); null = nowhere.</summary>
     public ILogger? Logger { get; init; }
+
+    /// <summary>Checks every setting: a known dtype, a device spelled "cpu", "cuda" or "cuda:N", and
+    /// <see cref="Threads"/> between 1 and the machine's cores (<see cref="Environment.ProcessorCount"/>: more
+    /// threads than cores only adds contention, and a mistyped 10000 would start thousands of threads).</summary>
+    /// <exception cref="UllmeException">A setting is invalid; the message names it and its value.</exception>
+    public void Validate()
+    {
+        OptionCheck.Defined(DType, "ModelLoadOptions.DType");
+        if (Device is null || !IsDevice(Device))
+            throw OptionCheck.Error("ModelLoadOptions.Device", $"must be \"cpu\", \"cuda\" or \"cuda:N\" (got '{Device}')");
+        if (Threads is { } t)
+            OptionCheck.Range(t, 1, Environment.ProcessorCount, "ModelLoadOptions.Threads", "this machine's cores");
+    }
+
+    /// <summary>Whether <paramref name="device"/> is "cpu", "cuda" or "cuda:N" (any case, spaces trimmed).</summary>
+    internal static bool IsDevice(string device)
+    {
+        string d = device.Trim().ToLowerInvariant();
+        if (d is "cpu" or "cuda") return true;
+        return d.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(d.AsSpan(5), out int n) && n >= 0;
+    }
 }

@@ -39,10 +39,11 @@ public sealed record RelevanceOptions
     public void Validate()
     {
         Inference.GenerationPrompt.Validate(GenerationPrompt, "RelevanceOptions.GenerationPrompt");
-        if (!Enum.IsDefined(GenerationScore)) throw new UllmeException($"RelevanceOptions.GenerationScore has no such value: {(int)GenerationScore}.");
-        if (MaxGenerationLength is < 2) throw new UllmeException($"RelevanceOptions.MaxGenerationLength must be at least 2, got {MaxGenerationLength}.");
-        if (GenerationBatchSize < 1) throw new UllmeException($"RelevanceOptions.GenerationBatchSize must be at least 1, got {GenerationBatchSize}.");
+        OptionCheck.Defined(GenerationScore, "RelevanceOptions.GenerationScore");
+        OptionCheck.AtLeast(MaxGenerationLength, 2, "RelevanceOptions.MaxGenerationLength", " tokens");
+        OptionCheck.Range(GenerationBatchSize, 1, EmbeddingOptions.MaxBatchSize, "RelevanceOptions.GenerationBatchSize");
         ArgumentNullException.ThrowIfNull(Embedding);
+        Embedding.Validate();
     }
 }
 

@@ -32,8 +32,8 @@ public sealed record RerankOptions
 
     public void Validate()
     {
-        if (!Enum.IsDefined(By)) throw new UllmeException($"RerankOptions.By has no such value: {(int)By}.");
-        if (!(MixWeight >= 0 && MixWeight <= 1)) throw new UllmeException($"RerankOptions.MixWeight must be between 0 and 1, got {MixWeight}.");
+        OptionCheck.Defined(By, "RerankOptions.By");
+        OptionCheck.Between(MixWeight, 0, 1, "RerankOptions.MixWeight");
         ArgumentNullException.ThrowIfNull(Relevance);
         Relevance.Validate();
     }

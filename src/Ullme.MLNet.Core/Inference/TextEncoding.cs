@@ -18,12 +18,27 @@ internal readonly record struct EncodedText(int[] Ids, int InstructionStart, int
 /// [CLS]), then the instruction's tokens, then the text's tokens, then the suffix special tokens (EOS / [SEP]).
 /// Instruction and text are tokenized separately (no magic separator), so the boundary is exact. Content is cut
 /// from the end when the whole would exceed the maximum length; special tokens are kept.
+/// A text longer than <see cref="MaxCharsPerToken"/> × the maximum length is cut to that many characters before it is
+/// tokenized (and counted as truncated): a 10 MB line costs the tokenizer no more than a text of that bound, and the
+/// tokens kept are those of the whole text unless its tokens average more than <see cref="MaxCharsPerToken"/> characters.
 /// </summary>
 internal static class TextEncoding
 {
+    /// <summary>Characters tokenized per token of the maximum length, at most (see the class remarks).</summary>
+    public const int MaxCharsPerToken = 64;
+
     public static EncodedText Encode(ITextTokenizer tokenizer, string text, string? instruction, int maxLength)
     {
         ArgumentNullException.ThrowIfNull(text);
+        bool cut = false;
+        long bound = (long)Math.Max(maxLength, 1) * MaxCharsPerToken;
+        if (text.Length > bound)
+        {
+            int keep = (int)bound;
+            if (char.IsHighSurrogate(text[keep - 1])) keep--;   // never split a surrogate pair
+            text = text[..keep];
+            cut = true;
+        }
         var prefix = tokenizer.PrefixTokenIds;
         var suffix = tokenizer.SuffixTokenIds;
         var instr = string.IsNullOrEmpty(instruction) ? [] : tokenizer.Encode(instruction, addSpecialTokens: false);
@@ -33,7 +48,7 @@ internal static class TextEncoding
             throw new UllmeException($"max length {maxLength} leaves no room for text after the model's {prefix.Count + suffix.Count} special tokens.");
         int instrKept = Math.Min(instr.Count, room);
         int bodyKept = Math.Min(body.Count, room - instrKept);
-        bool truncated = instrKept < instr.Count || bodyKept < body.Count;
+        bool truncated = cut || instrKept < instr.Count || bodyKept < body.Count;
 
         var ids = new int[prefix.Count + instrKept + bodyKept + suffix.Count];
         int n = 0;

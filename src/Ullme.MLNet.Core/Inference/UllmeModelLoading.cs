@@ -30,11 +30,8 @@ public sealed partial class UllmeModel
     {
         options ??= new ModelLoadOptions();
         NativeBackend.Ensure();
-        if (options.Threads is int threads)
-        {
-            if (threads < 1) throw new UllmeException($"ModelLoadOptions.Threads must be at least 1 (got {threads}).");
-            UllmeRuntime.SetThreads(threads);
-        }
+        options.Validate();
+        if (options.Threads is int threads) UllmeRuntime.SetThreads(threads);
         string folder;
         string modelId;
         if (string.IsNullOrWhiteSpace(modelPathOrDefault) || modelPathOrDefault == DefaultModelName)
@@ -141,7 +138,7 @@ public sealed partial class UllmeModel
         File.WriteAllText(Path.Combine(folder, "config_sentence_transformers.json"),
             new JsonObject { ["__version__"] = new JsonObject { ["sentence_transformers"] = "3.0.0" }, ["prompts"] = new JsonObject(), ["default_prompt_name"] = null, ["similarity_fn_name"] = "cosine" }.ToJsonString(indented));
         File.WriteAllText(Path.Combine(folder, "ullme.json"),
-            new JsonObject { ["pooling"] = Pooler.ToName(d.Pooling), ["attention"] = d.Attention == AttentionMode.Causal ? "causal" : "bidirectional", ["normalize"] = d.Normalize, ["max_length"] = d.MaxLength }.ToJsonString(indented));
+            new JsonObject { ["pooling"] = Pooler.ToName(d.Pooling), ["attention"] = OptionNames.Attention.ToName(d.Attention), ["normalize"] = d.Normalize, ["max_length"] = d.MaxLength }.ToJsonString(indented));
     }
 
     /// <summary>
@@ -208,8 +205,8 @@ public sealed partial class UllmeModel
             case JsonObject u:
                 try
                 {
-                    if (Str(u, "pooling", uFile) is string pv) pooling = Pooler.Parse(pv);
-                    if (Str(u, "attention", uFile) is string av) attention = ParseAttention(av);
+                    if (Str(u, "pooling", uFile) is string pv) pooling = FromFile(OptionNames.Pooling, pv, uFile, "pooling");
+                    if (Str(u, "attention", uFile) is string av) attention = FromFile(OptionNames.Attention, av, uFile, "attention");
                 }
                 catch (UllmeException e) when (!e.Message.StartsWith($"'{uFile}'", StringComparison.Ordinal))
                 {
@@ -280,12 +277,12 @@ public sealed partial class UllmeModel
     }
 
     /// <summary>Parses "bidirectional" / "causal".</summary>
-    public static AttentionMode ParseAttention(string value) => value.Trim().ToLowerInvariant() switch
-    {
-        "bidirectional" or "bi" => AttentionMode.Bidirectional,
-        "causal" => AttentionMode.Causal,
-        _ => throw new UllmeException($"Unknown attention '{value}'. Use bidirectional or causal."),
-    };
+    /// <summary>An enum value named in a model folder's settings file.</summary>
+    private static T FromFile<T>(EnumNames<T> names, string value, string file, string field) where T : struct, Enum =>
+        names.TryParse(value, out T parsed) ? parsed
+            : throw new UllmeException($"'{file}': \"{field}\": Unknown {names.What} '{value}'. Use {names.Choices}.");
+
+    public static AttentionMode ParseAttention(string value) => OptionNames.Attention.Parse(value, "EmbeddingOptions.Attention");
 
     private static JsonNode? ReadJson(string folder, string file)
     {

@@ -140,6 +140,8 @@ public static class UllmeRuntime
     public static void SetThreads(int threads, int interOpThreads = 1)
     {
         if (threads < 1) throw new UllmeException($"threads must be at least 1 (got {threads}).");
+        if (threads > Environment.ProcessorCount)
+            throw new UllmeException($"threads must be at most {Environment.ProcessorCount}, this machine's cores (got {threads}).");
         if (interOpThreads < 1) throw new UllmeException($"inter-op threads must be at least 1 (got {interOpThreads}).");
         NativeBackend.Ensure();
         lock (Gate)

@@ -74,23 +74,10 @@ internal static class Pooler
         return (embeddings / norm).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Parses "mean", "weighted-mean", "last-token", "first-token" (also "cls", "lasttoken", "weightedmean").</summary>
-    public static PoolingMode Parse(string value) => value.Trim().ToLowerInvariant().Replace("_", "-") switch
-    {
-        "mean" => PoolingMode.Mean,
-        "weighted-mean" or "weightedmean" => PoolingMode.WeightedMean,
-        "last-token" or "lasttoken" or "last" or "eos" => PoolingMode.LastToken,
-        "first-token" or "firsttoken" or "first" or "cls" => PoolingMode.FirstToken,
-        _ => throw new UllmeException($"Unknown pooling '{value}'. Use mean, weighted-mean, last-token or first-token."),
-    };
+    /// <summary>Parses "mean", "weighted-mean", "last-token", "first-token" (also "cls", "lasttoken", "weightedmean"):
+    /// the names of <see cref="OptionNames.Pooling"/>.</summary>
+    public static PoolingMode Parse(string value) => OptionNames.Pooling.Parse(value, "EmbeddingOptions.Pooling");
 
     /// <summary>The CLI spelling of a pooling mode.</summary>
-    public static string ToName(PoolingMode mode) => mode switch
-    {
-        PoolingMode.Mean => "mean",
-        PoolingMode.WeightedMean => "weighted-mean",
-        PoolingMode.LastToken => "last-token",
-        PoolingMode.FirstToken => "first-token",
-        _ => mode.ToString(),
-    };
+    public static string ToName(PoolingMode mode) => OptionNames.Pooling.ToName(mode);
 }

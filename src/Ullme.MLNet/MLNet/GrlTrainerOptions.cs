@@ -82,7 +82,14 @@ public sealed class GrlTrainerOptions : IModelOptions<GrlTrainerOptions>
     public void Validate(bool modelIsLoaded = false)
     {
         if (FineTune is null) throw new UllmeException("GrlTrainerOptions.FineTune is null.");
-        FineTune.Validate();
+        try
+        {
+            FineTune.Validate();
+        }
+        catch (UllmeException error) when (error.Option is not null)
+        {
+            throw error.Under("GrlTrainerOptions.FineTune");
+        }
         foreach (var (name, value) in new[] { (nameof(QueryColumnName), QueryColumnName), (nameof(PositiveColumnName), PositiveColumnName), (nameof(OutputColumnName), OutputColumnName) })
             if (string.IsNullOrWhiteSpace(value)) throw new UllmeException($"GrlTrainerOptions.{name} is empty.");
         if (NegativesColumnName is { } n && string.IsNullOrWhiteSpace(n)) throw new UllmeException("GrlTrainerOptions.NegativesColumnName is empty (use null for no negatives).");

@@ -86,32 +86,26 @@ public sealed class UllmeEmbeddingOptions : IModelOptions<UllmeEmbeddingOptions>
             throw new UllmeException("UllmeEmbeddingOptions.InputColumnName is empty.");
         if (string.IsNullOrWhiteSpace(OutputColumnName))
             throw new UllmeException("UllmeEmbeddingOptions.OutputColumnName is empty.");
-        if (BatchSize < 1)
-            throw new UllmeException($"UllmeEmbeddingOptions.BatchSize must be at least 1, got {BatchSize}.");
         if (ReadAheadRows is { } ra && ra < 1)
             throw new UllmeException($"UllmeEmbeddingOptions.ReadAheadRows must be at least 1, got {ra}.");
-        if (MaxLength is { } ml && ml < 2)
-            throw new UllmeException($"UllmeEmbeddingOptions.MaxLength must be at least 2 tokens, got {ml}.");
-        if (Pooling is { } p && !Enum.IsDefined(p))
-            throw new UllmeException($"UllmeEmbeddingOptions.Pooling has no such value: {(int)p}.");
-        if (Attention is { } a && !Enum.IsDefined(a))
-            throw new UllmeException($"UllmeEmbeddingOptions.Attention has no such value: {(int)a}.");
-        if (!Enum.IsDefined(DType))
-            throw new UllmeException($"UllmeEmbeddingOptions.DType has no such value: {(int)DType}.");
-        if (Device is not null && !DeviceSpec.IsValid(Device))
-            throw new UllmeException($"UllmeEmbeddingOptions.Device '{Device}' is not one of \"cpu\", \"cuda\", \"cuda:N\".");
+        // The engine's records own the rules (one message per invalid value on every surface); the name shown is ours.
+        try
+        {
+            ToEmbeddingOptions().Validate();
+            if (Device is not null) new ModelLoadOptions { DType = DType, Device = Device }.Validate();
+            else OptionCheck.Defined(DType, "ModelLoadOptions.DType");
+        }
+        catch (UllmeException e) when (e.Option is not null)
+        {
+            throw e.Under(nameof(UllmeEmbeddingOptions));
+        }
     }
 }
 
 /// <summary>Parses and picks devices: "cpu", "cuda", "cuda:N".</summary>
 internal static class DeviceSpec
 {
-    public static bool IsValid(string device)
-    {
-        string d = device.Trim().ToLowerInvariant();
-        if (d is "cpu" or "cuda") return true;
-        return d.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(d.AsSpan(5), out int n) && n >= 0;
-    }
+    public static bool IsValid(string device) => ModelLoadOptions.IsDevice(device);
 
     /// <summary>
     /// The device an ML.NET transform runs on: the explicit option if given, else the MLContext's GPU settings.

@@ -99,6 +99,8 @@ public sealed class UllmeScoreOptions : IModelOptions<UllmeScoreOptions>
         Embedding = new EmbeddingOptions { Pooling = Pooling, Attention = Attention, MaxLength = MaxLength, BatchSize = BatchSize },
     };
 
+    private static readonly Dictionary<string, string> EngineNames = new() { ["RelevanceOptions.GenerationBatchSize"] = nameof(BatchSize) };
+
     /// <summary>Checks every option without loading anything heavy.</summary>
     /// <exception cref="UllmeException">An option is invalid; the message names it and its value.</exception>
     public void Validate(bool modelIsLoaded = false)
@@ -110,15 +112,17 @@ public sealed class UllmeScoreOptions : IModelOptions<UllmeScoreOptions>
         if (Mode == UllmeScoreMode.Both && EffectiveRepresentationColumn == OutputColumnName)
             throw new UllmeException($"UllmeScoreOptions.RepresentationColumnName must differ from OutputColumnName ('{OutputColumnName}') in mode Both.");
         Inference.GenerationPrompt.Validate(GenerationPrompt, "UllmeScoreOptions.GenerationPrompt");
-        if (!Enum.IsDefined(GenerationScore)) throw new UllmeException($"UllmeScoreOptions.GenerationScore has no such value: {(int)GenerationScore}.");
-        if (MaxGenerationLength is < 2) throw new UllmeException($"UllmeScoreOptions.MaxGenerationLength must be at least 2 tokens, got {MaxGenerationLength}.");
-        if (MaxLength is < 2) throw new UllmeException($"UllmeScoreOptions.MaxLength must be at least 2 tokens, got {MaxLength}.");
-        if (BatchSize < 1) throw new UllmeException($"UllmeScoreOptions.BatchSize must be at least 1, got {BatchSize}.");
         if (ReadAheadRows is < 1) throw new UllmeException($"UllmeScoreOptions.ReadAheadRows must be at least 1, got {ReadAheadRows}.");
-        if (Pooling is { } p && !Enum.IsDefined(p)) throw new UllmeException($"UllmeScoreOptions.Pooling has no such value: {(int)p}.");
-        if (Attention is { } a && !Enum.IsDefined(a)) throw new UllmeException($"UllmeScoreOptions.Attention has no such value: {(int)a}.");
-        if (!Enum.IsDefined(DType)) throw new UllmeException($"UllmeScoreOptions.DType has no such value: {(int)DType}.");
-        if (Device is not null && !DeviceSpec.IsValid(Device))
-            throw new UllmeException($"UllmeScoreOptions.Device '{Device}' is not one of \"cpu\", \"cuda\", \"cuda:N\".");
+        // The engine's records own the rules; the name shown is ours (BatchSize feeds both batch sizes of the engine).
+        try
+        {
+            ToRelevanceOptions().Validate();
+            if (Device is not null) new ModelLoadOptions { DType = DType, Device = Device }.Validate();
+            else OptionCheck.Defined(DType, "ModelLoadOptions.DType");
+        }
+        catch (UllmeException e) when (e.Option is not null)
+        {
+            throw e.Under(nameof(UllmeScoreOptions), EngineNames);
+        }
     }
 }

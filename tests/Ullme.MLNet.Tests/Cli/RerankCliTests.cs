@@ -73,7 +73,7 @@ public sealed class RerankCliTests : IDisposable
         Assert.Contains("--by 'magic'", err);
         (code, err) = Run("rerank", "--model", TinyScoringModel.Folder, "--input", PathOf("ok.jsonl"), "--output", PathOf("out.jsonl"), "--by", "mix", "--mix-weight", "2");
         Assert.NotEqual(0, code);
-        Assert.Contains("MixWeight", err);
+        Assert.Contains("--mix-weight must be between 0 and 1 (got 2)", err);
         Assert.False(File.Exists(PathOf("out.jsonl")));
     }
 }
