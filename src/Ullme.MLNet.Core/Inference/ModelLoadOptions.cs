@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Ullme.MLNet.Hub;
 using Ullme.MLNet.Modeling;
 
 namespace Ullme.MLNet.Inference;
@@ -25,4 +26,12 @@ public sealed record ModelLoadOptions
     /// <summary>Where loading reports warnings (e.g. non-finite weights allowed by
     /// <see cref="AllowNonFiniteWeights"/>); null = nowhere.</summary>
     public ILogger? Logger { get; init; }
+
+    /// <summary>Where a Hugging Face model id (<c>org/name[@revision]</c>) is looked up and downloaded; null = the
+    /// environment, read as huggingface_hub reads it (<see cref="HubOptions.FromEnvironment()"/>: HF_ENDPOINT,
+    /// HF_HUB_CACHE / HF_HOME, HF_TOKEN, HF_HUB_OFFLINE). Unused for a folder or "default".</summary>
+    public HubOptions? Hub { get; init; }
+
+    /// <summary>Progress of the files a Hugging Face model id downloads (nothing is reported when it is cached).</summary>
+    public IProgress<ModelDownloadProgress>? DownloadProgress { get; init; }
 }
