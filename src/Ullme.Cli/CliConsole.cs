@@ -52,6 +52,7 @@ internal static class CliConsole
     /// </summary>
     public static string? DownloadIfHubId(string model, HubOptions? hub = null)
     {
+        if (Directory.Exists(model) || File.Exists(model) || !HubModelId.TryParse(model, out _)) return null;
         hub ??= HubOptions.FromEnvironment();
         try
         {

@@ -60,7 +60,7 @@ internal static class HubDownloader
 
         private string Where => $"{endpoint} (revision {_revision})";
 
-        private string CachePart => $"It is not in the Hub cache either (looked in '{cache.RepoFolder(id)}').";
+        private string CachePart => $"It is not in the Hub cache either (looked in '{cache.RepoFolder(id)}'), and no local folder of that name exists.";
 
         public async Task<string> DownloadAsync(IProgress<ModelDownloadProgress>? progress, CancellationToken ct)
         {
