@@ -70,5 +70,6 @@ public sealed class HubCliTests(HubTestRepos repos) : IClassFixture<HubTestRepos
     }
 
     /// <summary>stderr is wrapped at 80 columns: compare without whitespace.</summary>
+    /// <summary>The CLI wraps stderr at 80 columns (issue 13 point 7): compare without whitespace.</summary>
     private static string Flat(string text) => System.Text.RegularExpressions.Regex.Replace(text, @"\s+", "");
 }
