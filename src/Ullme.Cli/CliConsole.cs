@@ -1,4 +1,6 @@
 using Spectre.Console;
+using Ullme.MLNet;
+using Ullme.MLNet.Hub;
 using Ullme.MLNet.Inference;
 
 namespace Ullme.Cli;
@@ -87,14 +89,66 @@ internal static class CliConsole
         return result;
     }
 
-    /// <summary>Loads a model with a status line.</summary>
+    /// <summary>Loads a model with a status line (a Hugging Face id not yet cached is downloaded first, with a
+    /// progress bar).</summary>
     public static UllmeModel LoadModel(string model, ModelLoadOptions options)
     {
+        if (DownloadIfHubId(model, options.Hub) is not null) options = options with { Hub = (options.Hub ?? HubOptions.FromEnvironment()) with { Offline = true } };
         if (!Err.Profile.Capabilities.Interactive) return UllmeModel.Load(model, options);
         UllmeModel loaded = null!;
         Err.Status().Start($"Loading {Markup.Escape(model)}…", _ => loaded = UllmeModel.Load(model, options));
         return loaded;
     }
+
+    /// <summary>
+    /// For a Hugging Face id (<c>org/name[@revision]</c>) that names no local folder: its snapshot folder in the Hub
+    /// cache, downloading what is missing first, with a progress bar on stderr when it is a terminal (a note
+    /// otherwise); null for a folder, a file or "default".
+    /// </summary>
+    public static string? DownloadIfHubId(string model, HubOptions? hub = null)
+    {
+        if (Directory.Exists(model) || File.Exists(model) || !HubModelId.TryParse(model, out _)) return null;
+        hub ??= HubOptions.FromEnvironment();
+        try
+        {
+            // Already cached: no request, no progress display.
+            if (UllmeModel.ResolveHubId(model, hub with { Offline = true }, null) is { } cached) return cached.Folder;
+            return null;
+        }
+        catch (UllmeException) when (!hub.Offline)
+        {
+            // not cached (or partly): download below
+        }
+        bool noted = false;
+        void NoteOnce(ModelDownloadProgress p)
+        {
+            if (noted) return;
+            noted = true;
+            Note($"Downloading {p.FileCount} file(s), {Size(p.BytesTotal)}, of {p.ModelId} from {hub.Endpoint} into {hub.CacheFolder}");
+        }
+        if (!Err.Profile.Capabilities.Interactive)
+            return UllmeModel.ResolveHubId(model, hub, new SyncProgress<ModelDownloadProgress>(NoteOnce))?.Folder;
+        string? folder = null;
+        Err.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new DownloadedColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                ProgressTask? task = null;
+                folder = UllmeModel.ResolveHubId(model, hub, new SyncProgress<ModelDownloadProgress>(p =>
+                {
+                    NoteOnce(p);
+                    task ??= ctx.AddTask(Markup.Escape($"Downloading {p.ModelId}"), maxValue: Math.Max(1, p.BytesTotal));
+                    task.MaxValue = Math.Max(1, p.BytesTotal);
+                    task.Description = Markup.Escape($"{p.ModelId}: {p.File} ({p.FileIndex}/{p.FileCount})");
+                    task.Value = p.BytesDone;
+                }))?.Folder;
+                if (task is not null) task.Value = task.MaxValue;
+            });
+        return folder;
+    }
+
+    private static string Size(long bytes) => bytes >= 1L << 30 ? $"{bytes / (double)(1L << 30):F1} GiB" : bytes >= 1L << 20 ? $"{bytes / (double)(1L << 20):F1} MiB" : $"{bytes / 1024.0:F1} KiB";
 }
 
 /// <summary>An IProgress that reports on the calling thread (System.Progress posts to the thread pool).</summary>

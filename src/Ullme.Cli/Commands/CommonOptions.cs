@@ -9,7 +9,7 @@ namespace Ullme.Cli.Commands;
 /// <summary>Options shared by several commands, parsed in one place.</summary>
 internal static class CommonOptions
 {
-    public static Option<string> Model(string description = "A Hugging Face model folder, or 'default' (all-MiniLM-L6-v2, bundled).") =>
+    public static Option<string> Model(string description = "A Hugging Face model folder, a Hugging Face id (org/name[@revision], cached or downloaded), or 'default' (all-MiniLM-L6-v2, bundled).") =>
         new("--model", "-m") { Description = description, DefaultValueFactory = _ => UllmeModel.DefaultModelName };
 
     public static Option<string> DType() => new("--dtype") { Description = "Weights and compute precision: float32 or bfloat16.", DefaultValueFactory = _ => "float32" };

@@ -13,7 +13,7 @@ internal static class TokenizeCommand
 {
     public static Command Create()
     {
-        var model = CommonOptions.Model("A model folder, a tokenizer file (tokenizer.json, tokenizer.model, vocab.txt), or 'default'.");
+        var model = CommonOptions.Model("A model folder, a tokenizer file (tokenizer.json, tokenizer.model, vocab.txt), a Hugging Face id (org/name[@revision]), or 'default'.");
         var input = new Option<string>("--input", "-i") { Description = "Input: .txt, .jsonl ({\"text\"}), .csv/.tsv (with --text-column).", Required = true };
         var output = new Option<string>("--output", "-o") { Description = "JSONL: {\"input_ids\": [...]} a line, in input order.", Required = true };
         var textColumn = new Option<string>("--text-column") { Description = "Column holding the text in .csv/.tsv input.", DefaultValueFactory = _ => "text" };
@@ -26,7 +26,7 @@ internal static class TokenizeCommand
             string outPath = parse.GetValue(output)!;
             if (!File.Exists(inPath)) throw new UllmeException($"Input file '{inPath}' does not exist.");
             CliPaths.RefuseOverwritingInput(inPath, outPath);
-            var tokenizer = TokenizerLoader.Load(m == UllmeModel.DefaultModelName ? DefaultModel.EnsureFolder() : m);
+            var tokenizer = TokenizerLoader.Load(m == UllmeModel.DefaultModelName ? DefaultModel.EnsureFolder() : CliConsole.DownloadIfHubId(m) ?? m);
             bool special = !parse.GetValue(noSpecial);
             var stats = new InputStats();
             int count = 0;

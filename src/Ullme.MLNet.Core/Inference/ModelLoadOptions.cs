@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Ullme.MLNet.Hub;
 using Ullme.MLNet.Modeling;
 
 namespace Ullme.MLNet.Inference;
@@ -46,4 +47,12 @@ public sealed record ModelLoadOptions
         if (d is "cpu" or "cuda") return true;
         return d.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(d.AsSpan(5), out int n) && n >= 0;
     }
+
+    /// <summary>Where a Hugging Face model id (<c>org/name[@revision]</c>) is looked up and downloaded; null = the
+    /// environment, read as huggingface_hub reads it (<see cref="HubOptions.FromEnvironment()"/>: HF_ENDPOINT,
+    /// HF_HUB_CACHE / HF_HOME, HF_TOKEN, HF_HUB_OFFLINE). Unused for a folder or "default".</summary>
+    public HubOptions? Hub { get; init; }
+
+    /// <summary>Progress of the files a Hugging Face model id downloads (nothing is reported when it is cached).</summary>
+    public IProgress<ModelDownloadProgress>? DownloadProgress { get; init; }
 }

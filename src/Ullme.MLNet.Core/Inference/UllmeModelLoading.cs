@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using TorchSharp;
+using Ullme.MLNet.Hub;
 using Ullme.MLNet.Modeling;
 using Ullme.MLNet.Pooling;
 using Ullme.MLNet.Tokenization;
@@ -23,8 +24,10 @@ public sealed partial class UllmeModel
 
     /// <summary>
     /// Loads a Hugging Face model folder (config.json, model.safetensors or sharded safetensors with
-    /// model.safetensors.index.json, tokenizer files), or <see cref="DefaultModelName"/> (or null/empty) for the
-    /// bundled all-MiniLM-L6-v2.
+    /// model.safetensors.index.json, tokenizer files), a Hugging Face id (<c>org/name</c>, optionally
+    /// <c>org/name@revision</c>: read from the Hub cache, downloaded into it when missing, see
+    /// <see cref="ModelLoadOptions.Hub"/>), or <see cref="DefaultModelName"/> (or null/empty) for the bundled
+    /// all-MiniLM-L6-v2. An existing folder always wins over an id of the same name.
     /// </summary>
     public static UllmeModel Load(string? modelPathOrDefault, ModelLoadOptions? options = null)
     {
@@ -38,12 +41,16 @@ public sealed partial class UllmeModel
         {
             (folder, modelId) = DefaultModelLocator.EnsureFolder();
         }
+        else if (ResolveHubId(modelPathOrDefault, options.Hub, options.DownloadProgress) is { } hub)
+        {
+            (folder, modelId) = hub;
+        }
         else
         {
             folder = IO.PathGuard.Normalize(modelPathOrDefault);
             if (File.Exists(folder)) folder = Path.GetDirectoryName(folder)!;
             if (!Directory.Exists(folder))
-                throw new UllmeException($"Model folder '{modelPathOrDefault}' does not exist (give a Hugging Face model folder or 'default').");
+                throw new UllmeException($"Model folder '{modelPathOrDefault}' does not exist (give a Hugging Face model folder, a Hugging Face id such as Qwen/Qwen2-0.5B, or 'default').");
             modelId = ReadModelId(folder);
         }
 
@@ -74,6 +81,17 @@ public sealed partial class UllmeModel
             throw;
         }
         return new UllmeModel(config, tokenizer, backbone, defaults, options, modelId, folder, device, dtype);
+    }
+
+    /// <summary>
+    /// For a Hugging Face id (<c>org/name</c> or <c>org/name@revision</c>) that names no local file or folder: its
+    /// snapshot folder in the Hub cache, downloaded first when it is not there, and the id; null for anything else
+    /// (a path, "default"). A local folder always wins over an id.
+    /// </summary>
+    internal static (string Folder, string ModelId)? ResolveHubId(string modelPathOrId, HubOptions? hub, IProgress<ModelDownloadProgress>? progress)
+    {
+        if (Directory.Exists(modelPathOrId) || File.Exists(modelPathOrId) || !HubModelId.TryParse(modelPathOrId, out var id)) return null;
+        return (HubDownloader.Ensure(id, hub ?? HubOptions.FromEnvironment(), progress), id.RepoId);
     }
 
     /// <summary>
