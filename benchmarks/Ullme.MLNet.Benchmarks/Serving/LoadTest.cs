@@ -1,0 +1,355 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using Ullme.MLNet.Benchmarks.Infrastructure;
+using Ullme.MLNet.Inference;
+using Ullme.MLNet.Server;
+
+namespace Ullme.MLNet.Benchmarks.Serving;
+
+/// <summary>
+/// Load test of <c>ullme serve</c> (issue 15 point 6): the real server process (or, with <c>--in-process</c>, an
+/// <see cref="UllmeServer"/> in this process) on 127.0.0.1 and an ephemeral port, the default model, and closed-loop
+/// clients in this process: 1, 8, 32 and 128 concurrent clients each sending one short text per request, and 8 clients
+/// sending 64-text requests, to <c>POST /v1/embeddings</c> (<c>encoding_format: base64</c>, what the OpenAI clients
+/// send). Bounded: a fixed number of requests per scenario and a time cap; the benchmark starts and stops the server.
+/// <para>
+/// Reference in the same run, right after each scenario, on the same texts in the same order: offline
+/// <see cref="EmbeddingEngine.Embed"/> in calls of as many texts as the scenario keeps in flight (clients × texts per
+/// request, at most the server's batch size): the batches the server could form at best. And single in-process calls
+/// (one text per <c>Embed</c>) for the 1-client latency.
+/// </para>
+/// </summary>
+public static class LoadTest
+{
+    private sealed record Scenario(string Name, int Clients, int TextsPerRequest, int Requests);
+
+    private sealed record Result(Scenario Scenario, int Requests, int Texts, double Seconds, double[] LatencyMs, int Errors,
+        double OfflineTextsPerSecond, int OfflineBatch, double MeanBatchRows, double ServerCpuSeconds, double ClientCpuSeconds)
+    {
+        public double TextsPerSecond => Texts / Seconds;
+        public double Fraction => TextsPerSecond / OfflineTextsPerSecond;
+    }
+
+    private const int MaxBatchSize = 128;   // ullme serve's default --max-batch-size
+
+    public static int Run(string[] args)
+    {
+        bool quick = args.Contains("--quick");
+        bool inProcess = args.Contains("--in-process");
+        int threads = Option(args, "--threads") is { } t ? int.Parse(t, CultureInfo.InvariantCulture) : Environment.ProcessorCount;
+        double cap = Option(args, "--seconds") is { } s ? double.Parse(s, CultureInfo.InvariantCulture) : quick ? 20 : 90;
+        string? jsonOut = Option(args, "--json");
+        string assets = BenchTexts.AssetsRoot(Option(args, "--assets"));
+        var scenarios = quick
+            ? new[] { new Scenario("1 client x 1 text", 1, 1, 60), new Scenario("8 clients x 1 text", 8, 1, 240),
+                      new Scenario("32 clients x 1 text", 32, 1, 640), new Scenario("128 clients x 1 text", 128, 1, 1024),
+                      new Scenario("8 clients x 64 texts", 8, 64, 16) }
+            : new[] { new Scenario("1 client x 1 text", 1, 1, 400), new Scenario("8 clients x 1 text", 8, 1, 1200),
+                      new Scenario("32 clients x 1 text", 32, 1, 3000), new Scenario("128 clients x 1 text", 128, 1, 4000),
+                      new Scenario("8 clients x 64 texts", 8, 64, 96) };
+
+        UllmeRuntime.SetThreads(threads);
+        var texts = BenchTexts.Load(assets, 8000, 1);
+        var pool = texts.ShortTexts;
+        Console.WriteLine($"ullme serve load test ({(quick ? "quick" : "full")}): {threads} libtorch threads, {Environment.ProcessorCount} cores, " +
+                          $"load {Machine.LoadAverage()}, {pool.Count} texts ({texts.Source}), server {(inProcess ? "in this process" : "a separate `ullme serve` process")}");
+
+        using var model = UllmeModel.Load(UllmeModel.DefaultModelName);
+        var engine = new EmbeddingEngine(model);
+        var clock = Stopwatch.StartNew();
+        using var server = inProcess ? ServerHandle.Hosted(model, threads) : ServerHandle.Spawn(threads);
+        Console.WriteLine($"  server at {server.Url} (started in {clock.Elapsed.TotalSeconds:F1} s)");
+        using var http = new HttpClient(new SocketsHttpHandler
+        {
+            MaxConnectionsPerServer = int.MaxValue,
+            PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
+            AutomaticDecompression = DecompressionMethods.None,
+        })
+        { BaseAddress = new Uri(server.Url.TrimEnd('/') + "/"), Timeout = TimeSpan.FromMinutes(5) };
+
+        // Warm-up of both sides (JIT, tokenizer caches, libtorch's first calls), not recorded.
+        RunClients(http, pool, new Scenario("warm-up", 8, 1, 200), 0, 60);
+        engine.Embed(pool.Take(256).ToList(), new EmbeddingOptions { BatchSize = 32 });
+
+        var results = new List<Result>();
+        double[]? inProcessSingleMs = null;
+        foreach (var scenario in scenarios)
+        {
+            int offset = 0;   // every scenario sends the same texts from the start of the pool
+            RunClients(http, pool, scenario with { Requests = scenario.Clients }, offset, 30);   // opens the connections
+            var (batchSum0, batchCount0) = BatchMetrics(http);
+            double serverCpu0 = server.CpuSeconds(), clientCpu0 = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
+            var run = RunClients(http, pool, scenario, offset, cap);
+            double serverCpu = server.CpuSeconds() - serverCpu0, clientCpu = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds - clientCpu0;
+            var (batchSum1, batchCount1) = BatchMetrics(http);
+            double meanBatch = batchCount1 > batchCount0 ? (batchSum1 - batchSum0) / (batchCount1 - batchCount0) : double.NaN;
+
+            // The same texts offline, in calls of what the scenario keeps in flight.
+            var sent = Enumerable.Range(0, run.Requests * scenario.TextsPerRequest).Select(i => pool[(offset + i) % pool.Count]).ToList();
+            int offlineBatch = Math.Min(scenario.Clients * scenario.TextsPerRequest, MaxBatchSize);
+            var sw = Stopwatch.StartNew();
+            for (int start = 0; start < sent.Count; start += offlineBatch)
+                engine.Embed(sent.GetRange(start, Math.Min(offlineBatch, sent.Count - start)), new EmbeddingOptions { BatchSize = offlineBatch });
+            double offline = sent.Count / sw.Elapsed.TotalSeconds;
+
+            var r = new Result(scenario, run.Requests, run.Requests * scenario.TextsPerRequest, run.Seconds, run.LatencyMs, run.Errors,
+                offline, offlineBatch, meanBatch, serverCpu, clientCpu);
+            results.Add(r);
+            Console.WriteLine($"  {scenario.Name,-22} {r.TextsPerSecond,8:F1} texts/s  p50 {Percentile(r.LatencyMs, 50),7:F1}  p95 {Percentile(r.LatencyMs, 95),7:F1}  " +
+                              $"p99 {Percentile(r.LatencyMs, 99),7:F1} ms  offline (batch {offlineBatch}) {offline,7:F1} texts/s  fraction {r.Fraction:F3}  " +
+                              $"mean batch {meanBatch:F1} rows  errors {r.Errors}  cpu server {serverCpu:F1} s client {clientCpu:F1} s  load {Machine.LoadAverage()}");
+
+            if (scenario.Clients == 1 && scenario.TextsPerRequest == 1)
+            {
+                // Single in-process calls, one text each, on the same texts: the latency the 1-client p99 is compared to.
+                var single = new double[sent.Count];
+                for (int i = 0; i < sent.Count; i++)
+                {
+                    long t0 = Stopwatch.GetTimestamp();
+                    engine.Embed([sent[i]], new EmbeddingOptions { BatchSize = 1 });
+                    single[i] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+                }
+                Array.Sort(single);
+                inProcessSingleMs = single;
+                Console.WriteLine($"  {"in-process single call",-22} p50 {Percentile(single, 50):F1}  p95 {Percentile(single, 95):F1}  p99 {Percentile(single, 99):F1} ms  " +
+                                  $"(server 1 client p99 / in-process p99 = {Percentile(r.LatencyMs, 99) / Percentile(single, 99):F2})");
+            }
+        }
+
+        string markdown = Markdown(results, inProcessSingleMs, threads, quick, inProcess, texts.Source);
+        Console.WriteLine();
+        Console.WriteLine(markdown);
+        if (jsonOut is not null) WriteJson(jsonOut, results, inProcessSingleMs, threads, quick, inProcess, texts.Source);
+        Console.WriteLine($"done in {clock.Elapsed.TotalSeconds:F0} s; load {Machine.LoadAverage()}");
+        return results.Any(r => r.Errors > 0) ? 1 : 0;
+    }
+
+    private readonly record struct ClientRun(int Requests, double Seconds, double[] LatencyMs, int Errors);
+
+    /// <summary>Closed loop: each client sends its next request when the previous one is answered, until the
+    /// scenario's request count is reached or <paramref name="capSeconds"/> have passed (then no new request starts).</summary>
+    private static ClientRun RunClients(HttpClient http, IReadOnlyList<string> pool, Scenario scenario, int offset, double capSeconds)
+    {
+        // Request bodies are built before the clock starts (a load generator's job is to send, not to serialise).
+        var bodies = new byte[scenario.Requests][];
+        for (int r = 0; r < scenario.Requests; r++)
+        {
+            using var ms = new MemoryStream();
+            using (var w = new Utf8JsonWriter(ms))
+            {
+                w.WriteStartObject();
+                w.WriteString("model", "default");
+                w.WriteString("encoding_format", "base64");
+                if (scenario.TextsPerRequest == 1) w.WriteString("input", pool[(offset + r) % pool.Count]);
+                else
+                {
+                    w.WriteStartArray("input");
+                    for (int k = 0; k < scenario.TextsPerRequest; k++) w.WriteStringValue(pool[(offset + r * scenario.TextsPerRequest + k) % pool.Count]);
+                    w.WriteEndArray();
+                }
+                w.WriteEndObject();
+            }
+            bodies[r] = ms.ToArray();
+        }
+        var latencies = new double[scenario.Requests];
+        int next = -1, errors = 0, done = 0;
+        var deadline = Stopwatch.StartNew();
+        async Task Client()
+        {
+            while (deadline.Elapsed.TotalSeconds < capSeconds)
+            {
+                int r = Interlocked.Increment(ref next);
+                if (r >= scenario.Requests) return;
+                long t0 = Stopwatch.GetTimestamp();
+                using var content = new ByteArrayContent(bodies[r]);
+                content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+                bool ok;
+                try
+                {
+                    using var response = await http.PostAsync("v1/embeddings", content).ConfigureAwait(false);
+                    var bytes = await response.Content.ReadAsByteArrayAsync().ConfigureAwait(false);
+                    ok = response.StatusCode == HttpStatusCode.OK && Check(bytes, scenario.TextsPerRequest);
+                }
+                catch (HttpRequestException)
+                {
+                    ok = false;
+                }
+                latencies[r] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+                if (!ok) Interlocked.Increment(ref errors);
+                Interlocked.Increment(ref done);
+            }
+        }
+        var clients = Enumerable.Range(0, scenario.Clients).Select(_ => Task.Run(Client)).ToArray();
+        Task.WaitAll(clients);
+        double seconds = deadline.Elapsed.TotalSeconds;
+        var measured = latencies.Take(done).ToArray();   // requests are numbered in start order; all started ones finished
+        Array.Sort(measured);
+        return new ClientRun(done, seconds, measured, errors);
+    }
+
+    /// <summary>The answer has one base64 embedding of the model's size per text.</summary>
+    private static bool Check(byte[] body, int texts)
+    {
+        using var doc = JsonDocument.Parse(body);
+        var data = doc.RootElement.GetProperty("data");
+        if (data.GetArrayLength() != texts) return false;
+        foreach (var item in data.EnumerateArray())
+            if (item.GetProperty("embedding").GetString() is not { Length: > 0 } b64 || Convert.FromBase64String(b64).Length != 384 * 4) return false;
+        return true;
+    }
+
+    /// <summary>ullme_batch_size_sum and _count from /metrics (rows per forward on the server).</summary>
+    private static (double Sum, double Count) BatchMetrics(HttpClient http)
+    {
+        string text = http.GetStringAsync("metrics").GetAwaiter().GetResult();
+        double sum = 0, count = 0;
+        foreach (string line in text.Split('\n'))
+        {
+            if (line.StartsWith("ullme_batch_size_sum ", StringComparison.Ordinal)) sum = double.Parse(line.Split(' ')[1], CultureInfo.InvariantCulture);
+            if (line.StartsWith("ullme_batch_size_count ", StringComparison.Ordinal)) count = double.Parse(line.Split(' ')[1], CultureInfo.InvariantCulture);
+        }
+        return (sum, count);
+    }
+
+    /// <summary>Nearest-rank percentile of a sorted array.</summary>
+    private static double Percentile(double[] sorted, double p)
+    {
+        if (sorted.Length == 0) return double.NaN;
+        int rank = (int)Math.Ceiling(p / 100.0 * sorted.Length);
+        return sorted[Math.Clamp(rank - 1, 0, sorted.Length - 1)];
+    }
+
+    private static string Markdown(List<Result> results, double[]? single, int threads, bool quick, bool inProcess, string source)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine(CultureInfo.InvariantCulture, $"ullme serve load test, {(quick ? "quick" : "full")}: default model (all-MiniLM-L6-v2), {threads} libtorch threads, {Environment.ProcessorCount} cores, " +
+                                                    $"server {(inProcess ? "in-process" : "separate process")}, texts: {source}");
+        sb.AppendLine();
+        sb.AppendLine("| scenario | requests | texts | texts/s | p50 ms | p95 ms | p99 ms | offline texts/s (batch) | fraction of offline | server rows/batch | CPU s server / client |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var r in results)
+            sb.AppendLine(CultureInfo.InvariantCulture,
+                $"| {r.Scenario.Name} | {r.Requests:N0} | {r.Texts:N0} | {r.TextsPerSecond:F1} | {Percentile(r.LatencyMs, 50):F1} | {Percentile(r.LatencyMs, 95):F1} | {Percentile(r.LatencyMs, 99):F1} | " +
+                $"{r.OfflineTextsPerSecond:F1} ({r.OfflineBatch}) | {r.Fraction:F3} | {r.MeanBatchRows:F1} | {r.ServerCpuSeconds:F1} / {r.ClientCpuSeconds:F1} |");
+        if (single is not null && results.FirstOrDefault(r => r.Scenario.Clients == 1 && r.Scenario.TextsPerRequest == 1) is { } one)
+        {
+            sb.AppendLine();
+            sb.AppendLine(CultureInfo.InvariantCulture,
+                $"Single in-process call (`Embed` of one text, same texts): p50 {Percentile(single, 50):F1} ms, p95 {Percentile(single, 95):F1} ms, p99 {Percentile(single, 99):F1} ms. " +
+                $"1 client over HTTP: p99 {Percentile(one.LatencyMs, 99):F1} ms = {Percentile(one.LatencyMs, 99) / Percentile(single, 99):F2} x the in-process p99 " +
+                $"(p50 {Percentile(one.LatencyMs, 50) / Percentile(single, 50):F2} x).");
+        }
+        if (results.Any(r => r.Errors > 0)) sb.AppendLine(CultureInfo.InvariantCulture, $"ERRORS: {results.Sum(r => r.Errors)} requests failed.");
+        return sb.ToString();
+    }
+
+    private static void WriteJson(string path, List<Result> results, double[]? single, int threads, bool quick, bool inProcess, string source)
+    {
+        var doc = new
+        {
+            machine = Machine.Describe(threads),
+            mode = quick ? "quick" : "full",
+            server = inProcess ? "in-process" : "process",
+            texts = source,
+            in_process_single_ms = single is null ? null : new { p50 = Percentile(single, 50), p95 = Percentile(single, 95), p99 = Percentile(single, 99) },
+            scenarios = results.Select(r => new
+            {
+                name = r.Scenario.Name, clients = r.Scenario.Clients, texts_per_request = r.Scenario.TextsPerRequest,
+                requests = r.Requests, texts = r.Texts, seconds = r.Seconds, texts_per_second = r.TextsPerSecond,
+                p50_ms = Percentile(r.LatencyMs, 50), p95_ms = Percentile(r.LatencyMs, 95), p99_ms = Percentile(r.LatencyMs, 99),
+                offline_texts_per_second = r.OfflineTextsPerSecond, offline_batch = r.OfflineBatch, fraction_of_offline = r.Fraction,
+                server_rows_per_batch = r.MeanBatchRows, server_cpu_seconds = r.ServerCpuSeconds, client_cpu_seconds = r.ClientCpuSeconds, errors = r.Errors,
+            }).ToArray(),
+        };
+        File.WriteAllText(path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
+    }
+
+    private static string? Option(string[] args, string name)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+
+    /// <summary>The server under test; disposing it stops it (SIGTERM and wait for a process).</summary>
+    private sealed class ServerHandle : IDisposable
+    {
+        private Process? _process;
+        private UllmeServer? _server;
+        private readonly StringBuilder _stderr = new();
+
+        public string Url { get; private set; } = "";
+
+        public double CpuSeconds()
+        {
+            if (_process is null) return double.NaN;   // in-process: the client's figure holds both
+            _process.Refresh();
+            return _process.TotalProcessorTime.TotalSeconds;
+        }
+
+        public static ServerHandle Hosted(UllmeModel model, int threads)
+        {
+            var h = new ServerHandle { _server = UllmeServer.Create(model, new UllmeServerOptions { Port = 0, Threads = threads }) };
+            h._server.StartAsync().GetAwaiter().GetResult();
+            h.Url = h._server.Urls[0];
+            return h;
+        }
+
+        /// <summary><c>ullme serve --model default --port 0 --threads N</c>, the CLI this solution builds.</summary>
+        public static ServerHandle Spawn(int threads)
+        {
+            string dll = typeof(Ullme.Cli.UllmeCli).Assembly.Location;
+            var psi = new ProcessStartInfo("dotnet", [dll, "serve", "--model", "default", "--port", "0", "--threads", threads.ToString(CultureInfo.InvariantCulture)])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
+            var h = new ServerHandle { _process = System.Diagnostics.Process.Start(psi)! };
+            var process = h._process;
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { if (!process.HasExited) process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { } };
+            process.ErrorDataReceived += (_, e) => { lock (h._stderr) h._stderr.AppendLine(e.Data); };
+            process.BeginErrorReadLine();
+            var deadline = Stopwatch.StartNew();
+            while (deadline.Elapsed < TimeSpan.FromMinutes(3))
+            {
+                var line = process.StandardOutput.ReadLineAsync();
+                if (!line.Wait(TimeSpan.FromMinutes(3)) || line.Result is null) break;
+                if (line.Result.StartsWith("Listening on ", StringComparison.Ordinal))
+                {
+                    h.Url = line.Result["Listening on ".Length..].Trim();
+                    _ = process.StandardOutput.ReadToEndAsync();
+                    return h;
+                }
+            }
+            string err;
+            lock (h._stderr) err = h._stderr.ToString();
+            h.Dispose();
+            throw new InvalidOperationException($"ullme serve did not print its URL; stderr: {err}");
+        }
+
+        [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+        private static extern int Kill(int pid, int signal);
+
+        public void Dispose()
+        {
+            if (_server is not null)
+            {
+                _server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                _server = null;
+            }
+            if (_process is null) return;
+            if (!_process.HasExited)
+            {
+                Kill(_process.Id, 15);   // SIGTERM: the server drains and exits
+                if (!_process.WaitForExit(TimeSpan.FromSeconds(60))) _process.Kill(entireProcessTree: true);
+            }
+            _process.Dispose();
+            _process = null;
+        }
+    }
+}
