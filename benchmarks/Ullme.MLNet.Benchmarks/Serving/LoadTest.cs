@@ -73,51 +73,76 @@ public static class LoadTest
         { BaseAddress = new Uri(server.Url.TrimEnd('/') + "/"), Timeout = TimeSpan.FromMinutes(5) };
 
         // Warm-up of both sides (JIT, tokenizer caches, libtorch's first calls), not recorded.
-        RunClients(http, pool, new Scenario("warm-up", 8, 1, 200), 0, 60);
+        RunClients(http, pool, new Scenario("warm-up", 8, 1, 200), 0, 60, null);
         engine.Embed(pool.Take(256).ToList(), new EmbeddingOptions { BatchSize = 32 });
 
         var results = new List<Result>();
         double[]? inProcessSingleMs = null;
+        int rounds = quick ? 2 : 4;
         foreach (var scenario in scenarios)
         {
-            int offset = 0;   // every scenario sends the same texts from the start of the pool
-            RunClients(http, pool, scenario with { Requests = scenario.Clients }, offset, 30);   // opens the connections
+            RunClients(http, pool, scenario with { Requests = scenario.Clients }, 0, 30, null);   // opens the connections
             var (batchSum0, batchCount0) = BatchMetrics(http);
             double serverCpu0 = server.CpuSeconds(), clientCpu0 = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
-            var run = RunClients(http, pool, scenario, offset, cap);
+            int offlineBatch = Math.Min(scenario.Clients * scenario.TextsPerRequest, MaxBatchSize);
+            var latencies = new List<double>();
+            var single = new List<double>();
+            double serverSeconds = 0, offlineSeconds = 0;
+            int requests = 0, errors = 0;
+            var scenarioClock = Stopwatch.StartNew();
+            // Rounds alternate the server and the offline reference on the same texts, so both see the same
+            // background load (this host is shared); the server's figures sum its rounds, the offline's its own.
+            for (int round = 0; round < rounds && scenarioClock.Elapsed.TotalSeconds < cap; round++)
+            {
+                int first = round * scenario.Requests / rounds, count = (round + 1) * scenario.Requests / rounds - first;
+                var sent = Enumerable.Range(first * scenario.TextsPerRequest, count * scenario.TextsPerRequest).Select(i => pool[i % pool.Count]).ToList();
+                if (scenario.Clients == 1 && scenario.TextsPerRequest == 1)
+                {
+                    // One request, then the same text in one in-process call, in turn: the latency comparison.
+                    var run = RunClients(http, pool, scenario with { Requests = count }, first, cap, i =>
+                    {
+                        long t0 = Stopwatch.GetTimestamp();
+                        engine.Embed([pool[i % pool.Count]], new EmbeddingOptions { BatchSize = 1 });
+                        double ms = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
+                        lock (single) single.Add(ms);
+                    });
+                    latencies.AddRange(run.LatencyMs);
+                    serverSeconds += run.LatencyMs.Sum() / 1000;   // the client's time in requests (its in-process calls excluded)
+                    requests += run.Requests;
+                    errors += run.Errors;
+                    offlineSeconds += single.Skip(single.Count - run.Requests).Sum() / 1000;
+                    continue;
+                }
+                var r = RunClients(http, pool, scenario with { Requests = count }, first * scenario.TextsPerRequest, cap, null);
+                latencies.AddRange(r.LatencyMs);
+                serverSeconds += r.Seconds;
+                requests += r.Requests;
+                errors += r.Errors;
+                // The same texts offline, in calls of what the scenario keeps in flight.
+                sent = sent.Take(r.Requests * scenario.TextsPerRequest).ToList();
+                var sw = Stopwatch.StartNew();
+                for (int start = 0; start < sent.Count; start += offlineBatch)
+                    engine.Embed(sent.GetRange(start, Math.Min(offlineBatch, sent.Count - start)), new EmbeddingOptions { BatchSize = offlineBatch });
+                offlineSeconds += sw.Elapsed.TotalSeconds;
+            }
             double serverCpu = server.CpuSeconds() - serverCpu0, clientCpu = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds - clientCpu0;
             var (batchSum1, batchCount1) = BatchMetrics(http);
             double meanBatch = batchCount1 > batchCount0 ? (batchSum1 - batchSum0) / (batchCount1 - batchCount0) : double.NaN;
-
-            // The same texts offline, in calls of what the scenario keeps in flight.
-            var sent = Enumerable.Range(0, run.Requests * scenario.TextsPerRequest).Select(i => pool[(offset + i) % pool.Count]).ToList();
-            int offlineBatch = Math.Min(scenario.Clients * scenario.TextsPerRequest, MaxBatchSize);
-            var sw = Stopwatch.StartNew();
-            for (int start = 0; start < sent.Count; start += offlineBatch)
-                engine.Embed(sent.GetRange(start, Math.Min(offlineBatch, sent.Count - start)), new EmbeddingOptions { BatchSize = offlineBatch });
-            double offline = sent.Count / sw.Elapsed.TotalSeconds;
-
-            var r = new Result(scenario, run.Requests, run.Requests * scenario.TextsPerRequest, run.Seconds, run.LatencyMs, run.Errors,
-                offline, offlineBatch, meanBatch, serverCpu, clientCpu);
-            results.Add(r);
-            Console.WriteLine($"  {scenario.Name,-22} {r.TextsPerSecond,8:F1} texts/s  p50 {Percentile(r.LatencyMs, 50),7:F1}  p95 {Percentile(r.LatencyMs, 95),7:F1}  " +
-                              $"p99 {Percentile(r.LatencyMs, 99),7:F1} ms  offline (batch {offlineBatch}) {offline,7:F1} texts/s  fraction {r.Fraction:F3}  " +
-                              $"mean batch {meanBatch:F1} rows  errors {r.Errors}  cpu server {serverCpu:F1} s client {clientCpu:F1} s  load {Machine.LoadAverage()}");
-
-            if (scenario.Clients == 1 && scenario.TextsPerRequest == 1)
+            int textCount = requests * scenario.TextsPerRequest;
+            var sorted = latencies.ToArray();
+            Array.Sort(sorted);
+            var result = new Result(scenario, requests, textCount, serverSeconds, sorted, errors, textCount / offlineSeconds, offlineBatch, meanBatch, serverCpu, clientCpu);
+            results.Add(result);
+            Console.WriteLine($"  {scenario.Name,-22} {result.TextsPerSecond,8:F1} texts/s  p50 {Percentile(sorted, 50),7:F1}  p95 {Percentile(sorted, 95),7:F1}  " +
+                              $"p99 {Percentile(sorted, 99),7:F1} ms  offline (batch {offlineBatch}) {result.OfflineTextsPerSecond,7:F1} texts/s  fraction {result.Fraction:F3}  " +
+                              $"mean batch {meanBatch:F1} rows  errors {errors}  cpu server {serverCpu:F1} s client {clientCpu:F1} s  load {Machine.LoadAverage()}");
+            if (single.Count > 0)
             {
-                // Single in-process calls, one text each, on the same texts: the latency the 1-client p99 is compared to.
-                var single = new double[sent.Count];
-                for (int i = 0; i < sent.Count; i++)
-                {
-                    long t0 = Stopwatch.GetTimestamp();
-                    engine.Embed([sent[i]], new EmbeddingOptions { BatchSize = 1 });
-                    single[i] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-                }
-                Array.Sort(single);
-                inProcessSingleMs = single;
-                Console.WriteLine($"  {"in-process single call",-22} p50 {Percentile(single, 50):F1}  p95 {Percentile(single, 95):F1}  p99 {Percentile(single, 99):F1} ms  " +
-                                  $"(server 1 client p99 / in-process p99 = {Percentile(r.LatencyMs, 99) / Percentile(single, 99):F2})");
+                var one = single.ToArray();
+                Array.Sort(one);
+                inProcessSingleMs = one;
+                Console.WriteLine($"  {"in-process single call",-22} p50 {Percentile(one, 50):F1}  p95 {Percentile(one, 95):F1}  p99 {Percentile(one, 99):F1} ms  " +
+                                  $"(server 1 client p99 / in-process p99 = {Percentile(sorted, 99) / Percentile(one, 99):F2})");
             }
         }
 
@@ -132,8 +157,10 @@ public static class LoadTest
     private readonly record struct ClientRun(int Requests, double Seconds, double[] LatencyMs, int Errors);
 
     /// <summary>Closed loop: each client sends its next request when the previous one is answered, until the
-    /// scenario's request count is reached or <paramref name="capSeconds"/> have passed (then no new request starts).</summary>
-    private static ClientRun RunClients(HttpClient http, IReadOnlyList<string> pool, Scenario scenario, int offset, double capSeconds)
+    /// scenario's request count is reached or <paramref name="capSeconds"/> have passed (then no new request starts).
+    /// Request r carries the texts from <paramref name="offset"/> + r × texts per request; <paramref name="afterEach"/>
+    /// runs on the client after each answer with that index.</summary>
+    private static ClientRun RunClients(HttpClient http, IReadOnlyList<string> pool, Scenario scenario, int offset, double capSeconds, Action<int>? afterEach)
     {
         // Request bodies are built before the clock starts (a load generator's job is to send, not to serialise).
         var bodies = new byte[scenario.Requests][];
@@ -182,6 +209,7 @@ public static class LoadTest
                 latencies[r] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
                 if (!ok) Interlocked.Increment(ref errors);
                 Interlocked.Increment(ref done);
+                afterEach?.Invoke(offset + r);
             }
         }
         var clients = Enumerable.Range(0, scenario.Clients).Select(_ => Task.Run(Client)).ToArray();
