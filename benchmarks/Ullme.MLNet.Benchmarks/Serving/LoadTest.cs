@@ -78,12 +78,12 @@ public static class LoadTest
 
         var results = new List<Result>();
         double[]? inProcessSingleMs = null;
-        int rounds = quick ? 2 : 4;
+        int rounds = quick ? 4 : 8;
         foreach (var scenario in scenarios)
         {
             RunClients(http, pool, scenario with { Requests = scenario.Clients }, 0, 30, null);   // opens the connections
             var (batchSum0, batchCount0) = BatchMetrics(http);
-            double serverCpu0 = server.CpuSeconds(), clientCpu0 = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
+            double serverCpu = 0, clientCpu = 0;   // during the server's rounds only
             int offlineBatch = Math.Min(scenario.Clients * scenario.TextsPerRequest, MaxBatchSize);
             var latencies = new List<double>();
             var single = new List<double>();
@@ -113,7 +113,10 @@ public static class LoadTest
                     offlineSeconds += single.Skip(single.Count - run.Requests).Sum() / 1000;
                     continue;
                 }
+                double serverCpu0 = server.CpuSeconds(), clientCpu0 = ClientCpuSeconds();
                 var r = RunClients(http, pool, scenario with { Requests = count }, first * scenario.TextsPerRequest, cap, null);
+                serverCpu += server.CpuSeconds() - serverCpu0;
+                clientCpu += ClientCpuSeconds() - clientCpu0;
                 latencies.AddRange(r.LatencyMs);
                 serverSeconds += r.Seconds;
                 requests += r.Requests;
@@ -125,12 +128,12 @@ public static class LoadTest
                     engine.Embed(sent.GetRange(start, Math.Min(offlineBatch, sent.Count - start)), new EmbeddingOptions { BatchSize = offlineBatch });
                 offlineSeconds += sw.Elapsed.TotalSeconds;
             }
-            double serverCpu = server.CpuSeconds() - serverCpu0, clientCpu = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds - clientCpu0;
             var (batchSum1, batchCount1) = BatchMetrics(http);
             double meanBatch = batchCount1 > batchCount0 ? (batchSum1 - batchSum0) / (batchCount1 - batchCount0) : double.NaN;
             int textCount = requests * scenario.TextsPerRequest;
             var sorted = latencies.ToArray();
             Array.Sort(sorted);
+            if (single.Count > 0) serverCpu = clientCpu = double.NaN;   // interleaved with in-process calls: not separable
             var result = new Result(scenario, requests, textCount, serverSeconds, sorted, errors, textCount / offlineSeconds, offlineBatch, meanBatch, serverCpu, clientCpu);
             results.Add(result);
             Console.WriteLine($"  {scenario.Name,-22} {result.TextsPerSecond,8:F1} texts/s  p50 {Percentile(sorted, 50),7:F1}  p95 {Percentile(sorted, 95),7:F1}  " +
@@ -153,6 +156,8 @@ public static class LoadTest
         Console.WriteLine($"done in {clock.Elapsed.TotalSeconds:F0} s; load {Machine.LoadAverage()}");
         return results.Any(r => r.Errors > 0) ? 1 : 0;
     }
+
+    private static double ClientCpuSeconds() => Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
 
     private readonly record struct ClientRun(int Requests, double Seconds, double[] LatencyMs, int Errors);
 
