@@ -268,7 +268,7 @@ public static class LoadTest
         foreach (var r in results)
             sb.AppendLine(CultureInfo.InvariantCulture,
                 $"| {r.Scenario.Name} | {r.Requests:N0} | {r.Texts:N0} | {r.TextsPerSecond:F1} | {Percentile(r.LatencyMs, 50):F1} | {Percentile(r.LatencyMs, 95):F1} | {Percentile(r.LatencyMs, 99):F1} | " +
-                $"{r.OfflineTextsPerSecond:F1} ({r.OfflineBatch}) | {r.Fraction:F3} | {r.MeanBatchRows:F1} | {r.ServerCpuSeconds:F1} / {r.ClientCpuSeconds:F1} |");
+                $"{r.OfflineTextsPerSecond:F1} ({r.OfflineBatch}) | {r.Fraction:F3} | {r.MeanBatchRows:F1} | {(double.IsFinite(r.ServerCpuSeconds) ? $"{r.ServerCpuSeconds:F1} / {r.ClientCpuSeconds:F1}" : "n/a")} |");
         if (single is not null && results.FirstOrDefault(r => r.Scenario.Clients == 1 && r.Scenario.TextsPerRequest == 1) is { } one)
         {
             sb.AppendLine();
@@ -296,11 +296,13 @@ public static class LoadTest
                 requests = r.Requests, texts = r.Texts, seconds = r.Seconds, texts_per_second = r.TextsPerSecond,
                 p50_ms = Percentile(r.LatencyMs, 50), p95_ms = Percentile(r.LatencyMs, 95), p99_ms = Percentile(r.LatencyMs, 99),
                 offline_texts_per_second = r.OfflineTextsPerSecond, offline_batch = r.OfflineBatch, fraction_of_offline = r.Fraction,
-                server_rows_per_batch = r.MeanBatchRows, server_cpu_seconds = r.ServerCpuSeconds, client_cpu_seconds = r.ClientCpuSeconds, errors = r.Errors,
+                server_rows_per_batch = Finite(r.MeanBatchRows), server_cpu_seconds = Finite(r.ServerCpuSeconds), client_cpu_seconds = Finite(r.ClientCpuSeconds), errors = r.Errors,
             }).ToArray(),
         };
         File.WriteAllText(path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
     }
+
+    private static double? Finite(double v) => double.IsFinite(v) ? v : null;
 
     private static string? Option(string[] args, string name)
     {
