@@ -29,10 +29,12 @@ public static class LoadTest
     private sealed record Scenario(string Name, int Clients, int TextsPerRequest, int Requests);
 
     private sealed record Result(Scenario Scenario, int Requests, int Texts, double Seconds, double[] LatencyMs, int Errors,
-        double OfflineTextsPerSecond, int OfflineBatch, double MeanBatchRows, double ServerCpuSeconds, double ClientCpuSeconds)
+        double OfflineTextsPerSecond, int OfflineBatch, double MeanBatchRows, double ServerCpuSeconds, double ClientCpuSeconds,
+        double OfflineSameTextsPerSecond, double OfflineSameBatch)
     {
         public double TextsPerSecond => Texts / Seconds;
         public double Fraction => TextsPerSecond / OfflineTextsPerSecond;
+        public double FractionSame => TextsPerSecond / OfflineSameTextsPerSecond;
     }
 
     private const int MaxBatchSize = 128;   // ullme serve's default --max-batch-size
@@ -87,7 +89,8 @@ public static class LoadTest
             int offlineBatch = Math.Min(scenario.Clients * scenario.TextsPerRequest, MaxBatchSize);
             var latencies = new List<double>();
             var single = new List<double>();
-            double serverSeconds = 0, offlineSeconds = 0;
+            double serverSeconds = 0, offlineSeconds = 0, offlineSameSeconds = 0, sameBatchSum = 0;
+            int sameRounds = 0;
             int requests = 0, errors = 0;
             var scenarioClock = Stopwatch.StartNew();
             // Rounds alternate the server and the offline reference on the same texts, so both see the same
@@ -111,12 +114,16 @@ public static class LoadTest
                     requests += run.Requests;
                     errors += run.Errors;
                     offlineSeconds += single.Skip(single.Count - run.Requests).Sum() / 1000;
+                    offlineSameSeconds = offlineSeconds;   // the server's batches are single rows too
                     continue;
                 }
+                var (roundSum0, roundCount0) = BatchMetrics(http);
                 double serverCpu0 = server.CpuSeconds(), clientCpu0 = ClientCpuSeconds();
                 var r = RunClients(http, pool, scenario with { Requests = count }, first * scenario.TextsPerRequest, cap, null);
                 serverCpu += server.CpuSeconds() - serverCpu0;
                 clientCpu += ClientCpuSeconds() - clientCpu0;
+                var (roundSum1, roundCount1) = BatchMetrics(http);
+                int sameBatch = roundCount1 > roundCount0 ? Math.Max(1, (int)Math.Round((roundSum1 - roundSum0) / (roundCount1 - roundCount0))) : 1;
                 latencies.AddRange(r.LatencyMs);
                 serverSeconds += r.Seconds;
                 requests += r.Requests;
@@ -127,6 +134,13 @@ public static class LoadTest
                 for (int start = 0; start < sent.Count; start += offlineBatch)
                     engine.Embed(sent.GetRange(start, Math.Min(offlineBatch, sent.Count - start)), new EmbeddingOptions { BatchSize = offlineBatch });
                 offlineSeconds += sw.Elapsed.TotalSeconds;
+                // And in calls of the size the server's batches had in this round: the server's overhead alone.
+                sw.Restart();
+                for (int start = 0; start < sent.Count; start += sameBatch)
+                    engine.Embed(sent.GetRange(start, Math.Min(sameBatch, sent.Count - start)), new EmbeddingOptions { BatchSize = sameBatch });
+                offlineSameSeconds += sw.Elapsed.TotalSeconds;
+                sameBatchSum += sameBatch;
+                sameRounds++;
             }
             var (batchSum1, batchCount1) = BatchMetrics(http);
             double meanBatch = batchCount1 > batchCount0 ? (batchSum1 - batchSum0) / (batchCount1 - batchCount0) : double.NaN;
@@ -134,10 +148,12 @@ public static class LoadTest
             var sorted = latencies.ToArray();
             Array.Sort(sorted);
             if (single.Count > 0) serverCpu = clientCpu = double.NaN;   // interleaved with in-process calls: not separable
-            var result = new Result(scenario, requests, textCount, serverSeconds, sorted, errors, textCount / offlineSeconds, offlineBatch, meanBatch, serverCpu, clientCpu);
+            var result = new Result(scenario, requests, textCount, serverSeconds, sorted, errors, textCount / offlineSeconds, offlineBatch, meanBatch, serverCpu, clientCpu,
+                textCount / offlineSameSeconds, sameRounds > 0 ? sameBatchSum / sameRounds : 1);
             results.Add(result);
             Console.WriteLine($"  {scenario.Name,-22} {result.TextsPerSecond,8:F1} texts/s  p50 {Percentile(sorted, 50),7:F1}  p95 {Percentile(sorted, 95),7:F1}  " +
                               $"p99 {Percentile(sorted, 99),7:F1} ms  offline (batch {offlineBatch}) {result.OfflineTextsPerSecond,7:F1} texts/s  fraction {result.Fraction:F3}  " +
+                              $"offline at the server's batch ({result.OfflineSameBatch:F0}) {result.OfflineSameTextsPerSecond,7:F1} texts/s  fraction {result.FractionSame:F3}  " +
                               $"mean batch {meanBatch:F1} rows  errors {errors}  cpu server {serverCpu:F1} s client {clientCpu:F1} s  load {Machine.LoadAverage()}");
             if (single.Count > 0)
             {
@@ -263,12 +279,12 @@ public static class LoadTest
         sb.AppendLine(CultureInfo.InvariantCulture, $"ullme serve load test, {(quick ? "quick" : "full")}: default model (all-MiniLM-L6-v2), {threads} libtorch threads, {Environment.ProcessorCount} cores, " +
                                                     $"server {(inProcess ? "in-process" : "separate process")}, texts: {source}");
         sb.AppendLine();
-        sb.AppendLine("| scenario | requests | texts | texts/s | p50 ms | p95 ms | p99 ms | offline texts/s (batch) | fraction of offline | server rows/batch | CPU s server / client |");
-        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| scenario | requests | texts | texts/s | p50 ms | p95 ms | p99 ms | offline texts/s, batch = rows in flight | fraction | offline texts/s, batch = server's | fraction | server rows/batch | CPU s server / client |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in results)
             sb.AppendLine(CultureInfo.InvariantCulture,
                 $"| {r.Scenario.Name} | {r.Requests:N0} | {r.Texts:N0} | {r.TextsPerSecond:F1} | {Percentile(r.LatencyMs, 50):F1} | {Percentile(r.LatencyMs, 95):F1} | {Percentile(r.LatencyMs, 99):F1} | " +
-                $"{r.OfflineTextsPerSecond:F1} ({r.OfflineBatch}) | {r.Fraction:F3} | {r.MeanBatchRows:F1} | {(double.IsFinite(r.ServerCpuSeconds) ? $"{r.ServerCpuSeconds:F1} / {r.ClientCpuSeconds:F1}" : "n/a")} |");
+                $"{r.OfflineTextsPerSecond:F1} ({r.OfflineBatch}) | {r.Fraction:F3} | {r.OfflineSameTextsPerSecond:F1} ({r.OfflineSameBatch:F0}) | {r.FractionSame:F3} | {r.MeanBatchRows:F1} | {(double.IsFinite(r.ServerCpuSeconds) ? $"{r.ServerCpuSeconds:F1} / {r.ClientCpuSeconds:F1}" : "n/a")} |");
         if (single is not null && results.FirstOrDefault(r => r.Scenario.Clients == 1 && r.Scenario.TextsPerRequest == 1) is { } one)
         {
             sb.AppendLine();
@@ -296,6 +312,7 @@ public static class LoadTest
                 requests = r.Requests, texts = r.Texts, seconds = r.Seconds, texts_per_second = r.TextsPerSecond,
                 p50_ms = Percentile(r.LatencyMs, 50), p95_ms = Percentile(r.LatencyMs, 95), p99_ms = Percentile(r.LatencyMs, 99),
                 offline_texts_per_second = r.OfflineTextsPerSecond, offline_batch = r.OfflineBatch, fraction_of_offline = r.Fraction,
+                offline_same_batch_texts_per_second = r.OfflineSameTextsPerSecond, offline_same_batch = r.OfflineSameBatch, fraction_of_offline_same_batch = r.FractionSame,
                 server_rows_per_batch = Finite(r.MeanBatchRows), server_cpu_seconds = Finite(r.ServerCpuSeconds), client_cpu_seconds = Finite(r.ClientCpuSeconds), errors = r.Errors,
             }).ToArray(),
         };
