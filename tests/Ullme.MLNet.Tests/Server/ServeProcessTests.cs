@@ -24,7 +24,7 @@ public sealed class ServeProcessTests
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;   // POSIX signals
         string dll = typeof(UllmeCli).Assembly.Location;
-        var psi = new ProcessStartInfo("dotnet", [dll, "serve", "--model", "default", "--port", "0", "--max-batch-size", "4", "--threads", "1"])
+        var psi = new ProcessStartInfo("dotnet", [dll, "serve", "--model", "default", "--port", "0", "--max-batch-size", "4", "--threads", "1", "--shutdown-timeout", "600"])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
