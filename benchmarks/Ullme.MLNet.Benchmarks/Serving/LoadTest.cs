@@ -30,7 +30,7 @@ public static class LoadTest
 
     private sealed record Result(Scenario Scenario, int Requests, int Texts, double Seconds, double[] LatencyMs, int Errors,
         double OfflineTextsPerSecond, int OfflineBatch, double MeanBatchRows, double ServerCpuSeconds, double ClientCpuSeconds,
-        double OfflineSameTextsPerSecond, double OfflineSameBatch)
+        double OfflineSameTextsPerSecond, double OfflineSameBatch, double OfflineSameCpuSeconds)
     {
         public double TextsPerSecond => Texts / Seconds;
         public double Fraction => TextsPerSecond / OfflineTextsPerSecond;
@@ -89,7 +89,7 @@ public static class LoadTest
             int offlineBatch = Math.Min(scenario.Clients * scenario.TextsPerRequest, MaxBatchSize);
             var latencies = new List<double>();
             var single = new List<double>();
-            double serverSeconds = 0, offlineSeconds = 0, offlineSameSeconds = 0, sameBatchSum = 0;
+            double serverSeconds = 0, offlineSeconds = 0, offlineSameSeconds = 0, sameBatchSum = 0, offlineSameCpu = 0;
             int sameRounds = 0;
             int requests = 0, errors = 0;
             var scenarioClock = Stopwatch.StartNew();
@@ -135,10 +135,12 @@ public static class LoadTest
                     engine.Embed(sent.GetRange(start, Math.Min(offlineBatch, sent.Count - start)), new EmbeddingOptions { BatchSize = offlineBatch });
                 offlineSeconds += sw.Elapsed.TotalSeconds;
                 // And in calls of the size the server's batches had in this round: the server's overhead alone.
+                double offlineCpu0 = ClientCpuSeconds();
                 sw.Restart();
                 for (int start = 0; start < sent.Count; start += sameBatch)
                     engine.Embed(sent.GetRange(start, Math.Min(sameBatch, sent.Count - start)), new EmbeddingOptions { BatchSize = sameBatch });
                 offlineSameSeconds += sw.Elapsed.TotalSeconds;
+                offlineSameCpu += ClientCpuSeconds() - offlineCpu0;
                 sameBatchSum += sameBatch;
                 sameRounds++;
             }
@@ -149,12 +151,13 @@ public static class LoadTest
             Array.Sort(sorted);
             if (single.Count > 0) serverCpu = clientCpu = double.NaN;   // interleaved with in-process calls: not separable
             var result = new Result(scenario, requests, textCount, serverSeconds, sorted, errors, textCount / offlineSeconds, offlineBatch, meanBatch, serverCpu, clientCpu,
-                textCount / offlineSameSeconds, sameRounds > 0 ? sameBatchSum / sameRounds : 1);
+                textCount / offlineSameSeconds, sameRounds > 0 ? sameBatchSum / sameRounds : 1, sameRounds > 0 ? offlineSameCpu : double.NaN);
             results.Add(result);
             Console.WriteLine($"  {scenario.Name,-22} {result.TextsPerSecond,8:F1} texts/s  p50 {Percentile(sorted, 50),7:F1}  p95 {Percentile(sorted, 95),7:F1}  " +
                               $"p99 {Percentile(sorted, 99),7:F1} ms  offline (batch {offlineBatch}) {result.OfflineTextsPerSecond,7:F1} texts/s  fraction {result.Fraction:F3}  " +
                               $"offline at the server's batch ({result.OfflineSameBatch:F0}) {result.OfflineSameTextsPerSecond,7:F1} texts/s  fraction {result.FractionSame:F3}  " +
-                              $"mean batch {meanBatch:F1} rows  errors {errors}  cpu server {serverCpu:F1} s client {clientCpu:F1} s  load {Machine.LoadAverage()}");
+                              $"mean batch {meanBatch:F1} rows  errors {errors}  cpu server {serverCpu:F1} s client {clientCpu:F1} s  " +
+                              $"(CPU ms/text: server {1000 * serverCpu / textCount:F2}, offline at the server's batch {1000 * result.OfflineSameCpuSeconds / textCount:F2})  load {Machine.LoadAverage()}");
             if (single.Count > 0)
             {
                 var one = single.ToArray();
@@ -279,12 +282,12 @@ public static class LoadTest
         sb.AppendLine(CultureInfo.InvariantCulture, $"ullme serve load test, {(quick ? "quick" : "full")}: default model (all-MiniLM-L6-v2), {threads} libtorch threads, {Environment.ProcessorCount} cores, " +
                                                     $"server {(inProcess ? "in-process" : "separate process")}, texts: {source}");
         sb.AppendLine();
-        sb.AppendLine("| scenario | requests | texts | texts/s | p50 ms | p95 ms | p99 ms | offline texts/s, batch = rows in flight | fraction | offline texts/s, batch = server's | fraction | server rows/batch | CPU s server / client |");
-        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| scenario | requests | texts | texts/s | p50 ms | p95 ms | p99 ms | offline texts/s, batch = rows in flight | fraction | offline texts/s, batch = server's | fraction | server rows/batch | CPU s server / client | CPU ms/text server / offline |");
+        sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in results)
             sb.AppendLine(CultureInfo.InvariantCulture,
                 $"| {r.Scenario.Name} | {r.Requests:N0} | {r.Texts:N0} | {r.TextsPerSecond:F1} | {Percentile(r.LatencyMs, 50):F1} | {Percentile(r.LatencyMs, 95):F1} | {Percentile(r.LatencyMs, 99):F1} | " +
-                $"{r.OfflineTextsPerSecond:F1} ({r.OfflineBatch}) | {r.Fraction:F3} | {r.OfflineSameTextsPerSecond:F1} ({r.OfflineSameBatch:F0}) | {r.FractionSame:F3} | {r.MeanBatchRows:F1} | {(double.IsFinite(r.ServerCpuSeconds) ? $"{r.ServerCpuSeconds:F1} / {r.ClientCpuSeconds:F1}" : "n/a")} |");
+                $"{r.OfflineTextsPerSecond:F1} ({r.OfflineBatch}) | {r.Fraction:F3} | {r.OfflineSameTextsPerSecond:F1} ({r.OfflineSameBatch:F0}) | {r.FractionSame:F3} | {r.MeanBatchRows:F1} | {(double.IsFinite(r.ServerCpuSeconds) ? $"{r.ServerCpuSeconds:F1} / {r.ClientCpuSeconds:F1} | {1000 * r.ServerCpuSeconds / r.Texts:F2} / {1000 * r.OfflineSameCpuSeconds / r.Texts:F2}" : "n/a | n/a")} |");
         if (single is not null && results.FirstOrDefault(r => r.Scenario.Clients == 1 && r.Scenario.TextsPerRequest == 1) is { } one)
         {
             sb.AppendLine();
@@ -313,7 +316,7 @@ public static class LoadTest
                 p50_ms = Percentile(r.LatencyMs, 50), p95_ms = Percentile(r.LatencyMs, 95), p99_ms = Percentile(r.LatencyMs, 99),
                 offline_texts_per_second = r.OfflineTextsPerSecond, offline_batch = r.OfflineBatch, fraction_of_offline = r.Fraction,
                 offline_same_batch_texts_per_second = r.OfflineSameTextsPerSecond, offline_same_batch = r.OfflineSameBatch, fraction_of_offline_same_batch = r.FractionSame,
-                server_rows_per_batch = Finite(r.MeanBatchRows), server_cpu_seconds = Finite(r.ServerCpuSeconds), client_cpu_seconds = Finite(r.ClientCpuSeconds), errors = r.Errors,
+                server_rows_per_batch = Finite(r.MeanBatchRows), server_cpu_seconds = Finite(r.ServerCpuSeconds), client_cpu_seconds = Finite(r.ClientCpuSeconds), offline_same_batch_cpu_seconds = Finite(r.OfflineSameCpuSeconds), errors = r.Errors,
             }).ToArray(),
         };
         File.WriteAllText(path, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
