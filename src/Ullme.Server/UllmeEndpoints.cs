@@ -40,6 +40,8 @@ public static class UllmeEndpoints
         o.Validate();
         services.AddSingleton(sp => new UllmeService(model, o,
             sp.GetService<ILoggerFactory>()?.CreateLogger("Ullme.MLNet.Server") ?? NullLogger.Instance));
+        // The drain on stop: /health 503 and new requests refused while those in flight finish, before Kestrel stops.
+        services.AddHostedService(sp => new UllmeDrainService(sp.GetRequiredService<UllmeService>()));
         return services;
     }
 
@@ -72,11 +74,16 @@ public static class UllmeEndpoints
     {
         long start = Stopwatch.GetTimestamp();
         int status = StatusCodes.Status500InternalServerError;
+        bool admitted = false;
         try
         {
             if (authenticate) service.Authenticate(context);
-            if (service.Stopping && route != "/health" && route != "/metrics")
-                throw new ServerStoppingException();
+            // Work routes are admitted (and counted for the drain on stop); /health and /metrics answer while stopping.
+            if (route is not ("/health" or "/metrics"))
+            {
+                if (!service.TryEnter()) throw new ServerStoppingException();
+                admitted = true;
+            }
             await handler(context, service).ConfigureAwait(false);
             status = context.Response.StatusCode;
         }
@@ -91,6 +98,7 @@ public static class UllmeEndpoints
         finally
         {
             service.Metrics.Request(route, status, Stopwatch.GetElapsedTime(start).TotalSeconds);
+            if (admitted) service.Leave();
         }
     };
 

@@ -72,9 +72,14 @@ public sealed class UllmeServer : IAsyncDisposable
     public IReadOnlyList<string> Urls =>
         _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToArray() ?? [];
 
-    /// <summary>Graceful stop: stops accepting connections, answers new requests on open connections with 503,
-    /// lets requests in flight finish (up to <see cref="UllmeServerOptions.ShutdownTimeout"/>).</summary>
-    public Task StopAsync(CancellationToken cancellationToken = default) => _app.StopAsync(cancellationToken);
+    /// <summary>Graceful stop: first the drain, with the listener still open: <c>/health</c> and every new request
+    /// answer 503 while the requests in flight finish (up to <see cref="UllmeServerOptions.ShutdownTimeout"/>); then
+    /// Kestrel stops and closes the listener.</summary>
+    public Task StopAsync(CancellationToken cancellationToken = default)
+    {
+        Interlocked.Exchange(ref _started, 0);
+        return _app.StopAsync(cancellationToken);
+    }
 
     /// <summary>Completes when the server has stopped: after <see cref="StopAsync"/>, SIGTERM or Ctrl+C.</summary>
     public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => _app.WaitForShutdownAsync(cancellationToken);

@@ -13,7 +13,9 @@ namespace Ullme.MLNet.Server;
 internal sealed class UllmeService : IDisposable
 {
     private readonly byte[]? _keyHash;
-    private volatile bool _stopping;
+    private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _stopping;
+    private int _active;
 
     public UllmeService(UllmeModel model, UllmeServerOptions options, ILogger logger)
     {
@@ -65,10 +67,39 @@ internal sealed class UllmeService : IDisposable
 
     public bool SupportsGeneration => Model.Backbone.HasLanguageModelHead && Model.Backbone.SupportsCausal;
 
-    public bool Stopping => _stopping;
+    public bool Stopping => Volatile.Read(ref _stopping) != 0;
 
-    /// <summary>From now on, new requests are answered 503 (those already admitted finish).</summary>
-    public void BeginStop() => _stopping = true;
+    /// <summary>Requests admitted to a work route and not yet answered.</summary>
+    public int ActiveRequests => Volatile.Read(ref _active);
+
+    /// <summary>From now on, <c>/health</c> and new requests are answered 503 (those already admitted finish).</summary>
+    public void BeginStop()
+    {
+        if (Interlocked.Exchange(ref _stopping, 1) == 0 && Volatile.Read(ref _active) == 0) _drained.TrySetResult();
+    }
+
+    /// <summary>Admits a request to a work route: false once stopping (the request is then answered 503). Each
+    /// admitted request calls <see cref="Leave"/> when it is answered.</summary>
+    public bool TryEnter()
+    {
+        Interlocked.Increment(ref _active);
+        if (Volatile.Read(ref _stopping) == 0) return true;
+        Leave();
+        return false;
+    }
+
+    public void Leave()
+    {
+        if (Interlocked.Decrement(ref _active) == 0 && Volatile.Read(ref _stopping) != 0) _drained.TrySetResult();
+    }
+
+    /// <summary>The drain: <see cref="BeginStop"/>, then completes when every admitted request has been answered,
+    /// or when <paramref name="cancellationToken"/> (the shutdown timeout) fires first.</summary>
+    public Task DrainAsync(CancellationToken cancellationToken)
+    {
+        BeginStop();
+        return _drained.Task.WaitAsync(cancellationToken);
+    }
 
     /// <summary>401 unless the request carries the configured key (<c>Authorization: Bearer KEY</c>). The comparison
     /// is of SHA-256 digests with <see cref="CryptographicOperations.FixedTimeEquals"/>: constant time, and the

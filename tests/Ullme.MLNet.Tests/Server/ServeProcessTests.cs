@@ -24,7 +24,7 @@ public sealed class ServeProcessTests
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;   // POSIX signals
         string dll = typeof(UllmeCli).Assembly.Location;
-        var psi = new ProcessStartInfo("dotnet", [dll, "serve", "--model", "default", "--port", "0", "--max-batch-size", "4", "--threads", "1"])
+        var psi = new ProcessStartInfo("dotnet", [dll, "serve", "--model", "default", "--port", "0", "--max-batch-size", "4", "--threads", "1", "--shutdown-timeout", "600"])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -66,25 +66,41 @@ public sealed class ServeProcessTests
             Assert.False(inFlight.IsCompleted, "the long request finished before SIGTERM; make it longer");
             Assert.Equal(0, Sigterm(process.Id));
 
-            // New connections are refused while the request in flight drains.
-            bool refused = false, stillInFlight = false;
+            // While the request in flight drains, the listener stays open: /health on a fresh connection (a readiness
+            // probe) answers 503, not a refused connection; once it has said 503 it never says 200 again.
+            bool unready = false, stillInFlight = false, refusedEarly = false, readyAgain = false;
             var until = DateTime.UtcNow.AddSeconds(20);
-            while (!refused && DateTime.UtcNow < until && !inFlight.IsCompleted)
+            while (!unready && DateTime.UtcNow < until && !inFlight.IsCompleted)
             {
-                stillInFlight = !inFlight.IsCompleted;
                 using var fresh = new HttpClient { BaseAddress = new Uri(url + "/"), Timeout = TimeSpan.FromSeconds(5) };
                 try
                 {
                     using var r = await fresh.GetAsync("health");
-                    refused = (int)r.StatusCode == 503;
+                    unready = (int)r.StatusCode == 503;
+                    stillInFlight = unready && !inFlight.IsCompleted;
                 }
                 catch (HttpRequestException)
                 {
-                    refused = true;
+                    refusedEarly |= !inFlight.IsCompleted;
+                    break;
                 }
-                if (!refused) await Task.Delay(20);
+                if (!unready) await Task.Delay(20);
             }
-            Assert.True(refused && stillInFlight, $"refused: {refused}; the long request still in flight: {stillInFlight}");
+            if (unready && !inFlight.IsCompleted)
+            {
+                using var fresh = new HttpClient { BaseAddress = new Uri(url + "/"), Timeout = TimeSpan.FromSeconds(5) };
+                try
+                {
+                    using var r = await fresh.GetAsync("health");
+                    readyAgain = (int)r.StatusCode == 200;
+                }
+                catch (HttpRequestException)
+                {
+                    // the drain may just have finished: the listener is closed
+                }
+            }
+            Assert.True(unready && stillInFlight && !refusedEarly && !readyAgain,
+                $"/health 503 during the drain: {unready}; the long request still in flight then: {stillInFlight}; connection refused while draining: {refusedEarly}; 200 again: {readyAgain}");
 
             using var response = await inFlight;
             Assert.Equal(200, (int)response.StatusCode);

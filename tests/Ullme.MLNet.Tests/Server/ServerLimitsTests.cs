@@ -170,4 +170,61 @@ public sealed class ServerLimitsTests
         Assert.Equal(200, status);
         Assert.Equal(1, (int)t.Service.Metrics.RowsProcessed);   // only "five" reached the model
     }
+    /// <summary>A fresh connection each time (what a load balancer's or Kubernetes' probe opens): status code, or
+    /// null when the connection is refused.</summary>
+    private static async Task<(int? Status, string Text)> FreshGetAsync(Uri baseUri, string path)
+    {
+        using var http = new HttpClient { BaseAddress = baseUri, Timeout = TimeSpan.FromSeconds(30) };
+        try
+        {
+            using var response = await http.GetAsync(path);
+            return ((int)response.StatusCode, await response.Content.ReadAsStringAsync());
+        }
+        catch (HttpRequestException)
+        {
+            return (null, "");
+        }
+    }
+
+    [Fact]
+    public async Task Stop_Drains_HealthIs503_NewRequestsRefused_InFlightFinish_ThenTheListenerCloses()
+    {
+        await using var t = await TestServer.StartAsync(MLNetTestData.Default);
+        var gate = new WorkerGate(t.Service.Batcher);
+        Task? stop = null;
+        try
+        {
+            Assert.Equal(200, (await FreshGetAsync(t.BaseUri, "health")).Status);
+            var inFlight = t.PostAsync("/v1/embeddings", """{"input": ["held in the queue", "while the server stops"]}""");
+            await TestServer.WaitUntil(() => t.Service.Batcher.QueueDepth == 2 && gate.WorkerWaiting, "2 rows queued");
+
+            stop = t.Server.StopAsync();   // what SIGTERM triggers
+            await TestServer.WaitUntil(() => t.Service.Stopping, "the drain to begin");
+            // Draining: the listener is open, the readiness probe fails with 503 (not 200, not a refused connection) ...
+            var (health, healthBody) = await FreshGetAsync(t.BaseUri, "health");
+            Assert.True(health == 503, $"/health during the drain: {health?.ToString() ?? "connection refused"}");
+            Assert.Contains("shutting_down", healthBody);
+            // ... new work is refused with 503 (on a fresh connection and on the client's open one) ...
+            using (var fresh = new HttpClient { BaseAddress = t.BaseUri, Timeout = TimeSpan.FromSeconds(30) })
+            using (var refused = await fresh.PostAsync("v1/embeddings", new StringContent("""{"input": "late"}""", Encoding.UTF8, "application/json")))
+                Assert.Equal(503, (int)refused.StatusCode);
+            Assert.Equal(503, (await t.PostAsync("/v1/embeddings", """{"input": "late too"}""")).Status);
+            // ... and the stop waits for the request in flight.
+            await Task.Delay(200);
+            Assert.False(stop.IsCompleted, "the stop finished while a request was still in flight");
+            Assert.False(inFlight.IsCompleted);
+
+            gate.Open();
+            var (status, body, _) = await inFlight;
+            Assert.Equal(200, status);
+            Assert.Equal(2, body.GetProperty("data").GetArrayLength());
+            await stop.WaitAsync(TimeSpan.FromMinutes(1));
+            Assert.Null((await FreshGetAsync(t.BaseUri, "health")).Status);   // stopped: the listener is closed
+        }
+        finally
+        {
+            gate.Dispose();
+            if (stop is not null) await stop.WaitAsync(TimeSpan.FromMinutes(1));
+        }
+    }
 }
