@@ -55,4 +55,8 @@ public sealed record ModelLoadOptions
 
     /// <summary>Progress of the files a Hugging Face model id downloads (nothing is reported when it is cached).</summary>
     public IProgress<ModelDownloadProgress>? DownloadProgress { get; init; }
+
+    /// <summary>Cancels a Hugging Face download in progress (<see cref="OperationCanceledException"/>); what arrived
+    /// stays in the cache's <c>blobs/…incomplete</c> file and the next load resumes it.</summary>
+    public CancellationToken CancellationToken { get; init; }
 }

@@ -41,7 +41,7 @@ public sealed partial class UllmeModel
         {
             (folder, modelId) = DefaultModelLocator.EnsureFolder();
         }
-        else if (ResolveHubId(modelPathOrDefault, options.Hub, options.DownloadProgress) is { } hub)
+        else if (ResolveHubId(modelPathOrDefault, options.Hub, options.DownloadProgress, options.CancellationToken) is { } hub)
         {
             (folder, modelId) = hub;
         }
@@ -88,10 +88,10 @@ public sealed partial class UllmeModel
     /// snapshot folder in the Hub cache, downloaded first when it is not there, and the id; null for anything else
     /// (a path, "default"). A local folder always wins over an id.
     /// </summary>
-    internal static (string Folder, string ModelId)? ResolveHubId(string modelPathOrId, HubOptions? hub, IProgress<ModelDownloadProgress>? progress)
+    internal static (string Folder, string ModelId)? ResolveHubId(string modelPathOrId, HubOptions? hub, IProgress<ModelDownloadProgress>? progress, CancellationToken cancellationToken = default)
     {
         if (Directory.Exists(modelPathOrId) || File.Exists(modelPathOrId) || !HubModelId.TryParse(modelPathOrId, out var id)) return null;
-        return (HubDownloader.Ensure(id, hub ?? HubOptions.FromEnvironment(), progress), id.RepoId);
+        return (HubDownloader.Ensure(id, hub ?? HubOptions.FromEnvironment(), progress, cancellationToken), id.RepoId);
     }
 
     /// <summary>

@@ -114,6 +114,24 @@ public sealed class HubDownloadTests(HubTestRepos repos) : IClassFixture<HubTest
     }
 
     [Fact]
+    public void ACancelledDownloadStopsAndTheNextLoadResumesIt()
+    {
+        var options = Options();
+        using var cts = new CancellationTokenSource();
+        int weightReports = 0;
+        // the 1st report announces the file, the 2nd comes once its .incomplete part is open: cancel then
+        var progress = new SyncProgress(p => { if (p.File == "model.safetensors" && ++weightReports == 2) cts.Cancel(); });
+        Assert.ThrowsAny<OperationCanceledException>(() =>
+            UllmeModel.Load(HubTestRepos.RepoId, new ModelLoadOptions { Hub = options, DownloadProgress = progress, CancellationToken = cts.Token }));
+        string repo = RepoCache(options);
+        byte[] weights = File.ReadAllBytes(Path.Combine(repos.MainFolder, "model.safetensors"));
+        Assert.True(File.Exists(Path.Combine(repo, "blobs", FakeHub.Sha256(weights) + ".incomplete")));
+        Assert.False(File.Exists(Path.Combine(repo, "snapshots", _mainSha, "model.safetensors")));
+        Assert.False(File.Exists(Path.Combine(repo, "refs", "main")));
+        HubTestRepos.AssertSame(HubTestRepos.Embed(repos.MainFolder), HubTestRepos.Embed(HubTestRepos.RepoId, new ModelLoadOptions { Hub = options }));
+    }
+
+    [Fact]
     public void ACorruptTransferIsRefusedBySha256AndLeavesNothing()
     {
         var options = Options();
