@@ -97,7 +97,17 @@ public sealed record UllmeServerOptions
         if (MaxClientBatchSize < 1) throw new UllmeException($"--max-client-batch-size must be at least 1 (got {MaxClientBatchSize}).");
         if (MaxBodyBytes < 1) throw new UllmeException($"--max-body-bytes must be at least 1 (got {MaxBodyBytes}).");
         if (ApiKey is not null && ApiKey.Trim().Length == 0) throw new UllmeException("the API key is empty.");
-        if (Threads is < 1) throw new UllmeException($"--threads must be at least 1 (got {Threads}).");
+        if (Threads is { } threads)
+        {
+            try
+            {
+                new Inference.ModelLoadOptions { Threads = threads }.Validate();   // the engine's rule: 1 to the machine's cores
+            }
+            catch (UllmeException e) when (e.Option is not null)
+            {
+                throw e.Under(nameof(UllmeServerOptions));
+            }
+        }
         if (ShutdownTimeout < TimeSpan.Zero) throw new UllmeException($"the shutdown timeout must not be negative (got {ShutdownTimeout}).");
         _ = BindAddress();
     }
