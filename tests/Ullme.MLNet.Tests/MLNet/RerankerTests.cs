@@ -104,7 +104,9 @@ public sealed class RerankerTests
         Assert.Equal(["7", "7", "7", "7", "7", "3", "3", "3"], result.Select(r => r.GroupId));
         var expected7 = reranker.Rerank(Query, Candidates);
         Assert.Equal(expected7.Select(r => r.Text), result.Take(5).Select(r => r.Passage));
-        Assert.Equal(expected7.Select(r => (float)r.Score), result.Take(5).Select(r => r.Score));
+        // Same scores to within float32 noise (the data view embeds the group's rows in other batches than the direct call).
+        foreach (var (want, got) in expected7.Zip(result.Take(5)))
+            Assert.True(Math.Abs(want.Score - got.Score) < 1e-5, $"{got.Passage}: {got.Score} vs {want.Score}");
         var expected3 = reranker.Rerank("rain", [Candidates[4], Candidates[3], Candidates[2]]);
         Assert.Equal(expected3.Select(r => r.Text), result.Skip(5).Select(r => r.Passage));
         Assert.Equal([1, 2, 3], result.Skip(5).Select(r => r.Rank));
