@@ -58,6 +58,7 @@ public sealed record EmbeddingOptions
         OptionCheck.Defined(Attention, "EmbeddingOptions.Attention");
         OptionCheck.AtLeast(MaxLength, MinMaxLength, "EmbeddingOptions.MaxLength", " tokens");
         OptionCheck.Range(BatchSize, 1, MaxBatchSize, "EmbeddingOptions.BatchSize");
-        OptionCheck.AtLeast(SortWindow, 0, "EmbeddingOptions.SortWindow");
+        if (SortWindow is < 0)
+            throw OptionCheck.Error("EmbeddingOptions.SortWindow", $"must be 0 (the whole input) or a positive sort window (got {SortWindow})");
     }
 }
