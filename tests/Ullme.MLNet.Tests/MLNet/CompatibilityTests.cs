@@ -9,7 +9,7 @@ namespace Ullme.MLNet.Tests.MLNetIntegration;
 /// <summary>
 /// What a user saved before the package split (commit d697406, one Ullme.MLNet assembly) still loads and gives the same
 /// outputs: ML.NET zips of UllmeEmbed (model folder, and an in-memory model inside an ML.NET pipeline), UllmeScore and a
-/// GrlTrainer-tuned model, plus model folders written by UllmeModel.SaveFolder and by GrlTrainer's export. The zips,
+/// GrlTrainer-tuned model, plus model folders written by UllmeModel.SaveFolder, by GrlTrainer's export and by `ullme train`. The zips,
 /// folders and outputs under Fixtures/Compat were written by the old code on tiny random Llamas (the decoder fixture)
 /// and are loaded here in a fresh MLContext with the current code. See Fixtures/Compat/README.md.
 /// </summary>
@@ -102,6 +102,7 @@ public sealed class CompatibilityTests
     [Theory]
     [InlineData("saved-folder")]   // UllmeModel.SaveFolder with EmbeddingDefaults (mean, bidirectional, MaxLength 32)
     [InlineData("grl-export")]     // GrlTrainerOptions.ExportFolder: merged weights, sentence-transformers files, ullme.json
+    [InlineData("train-output")]   // `ullme train --strategy grl` output folder; vectors recorded with the old `ullme embed`
     public void Model_folder_saved_before_the_split_loads_with_its_defaults_and_the_same_vectors(string name)
     {
         var expected = Expected(name + ".json");
