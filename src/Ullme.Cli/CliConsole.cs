@@ -127,7 +127,7 @@ internal static class CliConsole
             Note($"Downloading {p.FileCount} file(s), {Size(p.BytesTotal)}, of {p.ModelId} from {hub.Endpoint} into {hub.CacheFolder}");
         }
         if (!Err.Profile.Capabilities.Interactive)
-            return UllmeModel.ResolveHubId(model, hub, new SyncProgress<ModelDownloadProgress>(NoteOnce))?.Folder;
+            return UllmeModel.ResolveHubId(model, hub, new SyncProgress<ModelDownloadProgress>(NoteOnce), CliRunner.InterruptToken)?.Folder;
         string? folder = null;
         Err.Progress()
             .AutoClear(false)
@@ -142,7 +142,7 @@ internal static class CliConsole
                     task.MaxValue = Math.Max(1, p.BytesTotal);
                     task.Description = Markup.Escape($"{p.ModelId}: {p.File} ({p.FileIndex}/{p.FileCount})");
                     task.Value = p.BytesDone;
-                }))?.Folder;
+                }), CliRunner.InterruptToken)?.Folder;
                 if (task is not null) task.Value = task.MaxValue;
             });
         return folder;

@@ -16,10 +16,17 @@ internal static class CliRunner
     /// <summary>The arguments of the command line being run (for messages that repeat it, e.g. the resume command).</summary>
     public static IReadOnlyList<string> Args => CurrentArgs.Value ?? [];
 
+    /// <summary>Cancelled by the first SIGINT/SIGTERM of the running command (what code far from the command's
+    /// action observes, e.g. a model download inside <see cref="CliConsole.LoadModel"/>); none outside a command.</summary>
+    public static CancellationToken InterruptToken => CurrentInterrupt.Value;
+
+    private static readonly AsyncLocal<CancellationToken> CurrentInterrupt = new();
+
     public static int Run(RootCommand root, string[] args)
     {
         using var interrupt = new CliInterrupt();
         CurrentArgs.Value = args;
+        CurrentInterrupt.Value = interrupt.Token;
         ParseResult? parsed = null;
         try
         {
@@ -45,6 +52,7 @@ internal static class CliRunner
         finally
         {
             CurrentArgs.Value = null;
+            CurrentInterrupt.Value = default;
         }
     }
 

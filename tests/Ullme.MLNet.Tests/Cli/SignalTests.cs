@@ -85,6 +85,56 @@ public sealed class SignalTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task SigIntDuringAHubDownloadStopsItAndTheNextRunResumesIt()
+    {
+        // A Hugging Face id not yet cached: the first SIGINT must stop the download (it used to run to its end), keep
+        // the part for the next run, write no output, and exit 130; the next run resumes the part and embeds.
+        using var repos = new Ullme.MLNet.Tests.Hub.HubTestRepos();
+        await using var hub = new Ullme.MLNet.Tests.Hub.FakeHub();
+        hub.Publish(Ullme.MLNet.Tests.Hub.HubTestRepos.RepoId, repos.MainFolder);
+        hub.StallAt = ("model.safetensors", 1000);
+        await hub.StartAsync();
+        string cache = PathOf("hub"), input = PathOf("in.txt"), output = PathOf("out.npy");
+        File.WriteAllLines(input, Ullme.MLNet.Tests.Hub.HubTestRepos.Texts);
+        ProcessStartInfo Psi()
+        {
+            var psi = new ProcessStartInfo("dotnet", [typeof(UllmeCli).Assembly.Location, "embed", "--model", Ullme.MLNet.Tests.Hub.HubTestRepos.RepoId, "--input", input, "--output", output]);
+            psi.Environment["HF_ENDPOINT"] = hub.Endpoint;
+            psi.Environment["HF_HUB_CACHE"] = cache;
+            psi.Environment["HF_HOME"] = PathOf("hf-home");
+            psi.Environment.Remove("HF_TOKEN");
+            psi.Environment.Remove("HF_HUB_OFFLINE");
+            // No read timeout to end the stalled transfer for us: only the signal can stop it before Patience runs out.
+            psi.Environment["HF_HUB_DOWNLOAD_TIMEOUT"] = "3600";
+            return psi;
+        }
+        string blobs = Path.Combine(cache, "models--tiny-org--tiny-llama", "blobs");
+        bool PartKept() => Directory.Exists(blobs) && Directory.EnumerateFiles(blobs, "*.incomplete").Any(f => new FileInfo(f).Length >= 1000);
+        bool Stalled() => hub.BytesServed.TryGetValue("model.safetensors", out long served) && served >= 1000
+                          && Directory.Exists(blobs) && Directory.EnumerateFiles(blobs, "*.incomplete").Any();
+        using (var child = new Child(Psi()))
+        {
+            child.WaitUntil(Stalled, "the weights download to start");
+            child.Signal("INT");
+            int code = child.WaitForExit();
+            Assert.True(code == CliInterrupt.SigIntExitCode, $"exit {code}:\n{child.Err}");
+            Assert.Contains("interrupted by SIGINT", child.Err);
+        }
+        Assert.False(File.Exists(output));
+        Assert.True(PartKept(), "the part of the download is kept for the next run");
+        Assert.Empty(Directory.EnumerateFiles(_dir, ".*.tmp"));
+
+        hub.StallAt = null;
+        using (var again = new Child(Psi()))
+        {
+            int code = again.WaitForExit();
+            Assert.True(code == 0, $"exit {code}:\n{again.Err}");
+        }
+        Assert.True(File.Exists(output));
+        Assert.Contains(hub.Requests, r => r.Contains("bytes=", StringComparison.Ordinal));
+    }
+
     /// <summary>Triplets in the tiny model's alphabet.</summary>
     private string TinyTriplets(int count)
     {

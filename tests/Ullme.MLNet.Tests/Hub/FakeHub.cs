@@ -46,6 +46,10 @@ internal sealed class FakeHub : IAsyncDisposable
     /// <summary>Serves this file's LFS body with one byte changed (a corrupt transfer).</summary>
     public string? CorruptFile { get; set; }
 
+    /// <summary>Serve only the first Bytes of File, then hold the connection open until the client goes away (a
+    /// download that takes forever: what a user interrupts with Ctrl+C).</summary>
+    public (string File, int Bytes)? StallAt { get; set; }
+
     public string Endpoint { get; private set; } = "";
 
     /// <summary>Publishes the files of <paramref name="folder"/> (recursively) as a commit of <paramref name="repoId"/>,
@@ -220,6 +224,21 @@ internal sealed class FakeHub : IAsyncDisposable
             BytesServed.AddOrUpdate(file, n, (_, v) => v + n);
             await Task.Delay(50);
             context.Abort();
+            return;
+        }
+        if (StallAt is { } stall && stall.File == file)
+        {
+            int n = Math.Min(stall.Bytes, body.Length);
+            await response.Body.WriteAsync(body[..n]);
+            await response.Body.FlushAsync();
+            BytesServed.AddOrUpdate(file, n, (_, v) => v + n);
+            try
+            {
+                await Task.Delay(Timeout.Infinite, context.RequestAborted);
+            }
+            catch (OperationCanceledException)
+            {
+            }
             return;
         }
         await response.Body.WriteAsync(body);
