@@ -3,6 +3,7 @@ using System.Diagnostics;
 using Ullme.Cli.Io;
 using Ullme.MLNet;
 using Ullme.MLNet.Inference;
+using Ullme.MLNet.IO;
 
 namespace Ullme.Cli.Commands;
 
@@ -85,7 +86,11 @@ internal static class EmbedCommand
                         long tokensBefore = tokens;
                         var perBatch = new SyncProgress<EngineProgress>(p => progress.Report(new EngineProgress(before + p.Done, count, tokensBefore + p.Tokens)));
                         var rows = EmbedChunk(engine, inPath, chunk, options, perBatch, ref tokens, ref truncated, cancellationToken);
-                        foreach (var row in rows) writer.Write(row);
+                        foreach (var row in rows)
+                        {
+                            writer.Write(row);
+                            FaultInjection.Reach("embed-row");
+                        }
                         done += chunk.Count;
                         progress.Report(new EngineProgress(done, count, tokens));
                         chunk.Clear();

@@ -12,7 +12,8 @@ namespace Ullme.MLNet.IO;
 /// temporary copy written, not yet renamed over the result); of <c>ullme train</c>: <c>step</c> (a step's loss row logged,
 /// its checkpoint not yet written), <c>export-staging</c> (the tuned model in the staging folder, not yet published),
 /// <c>export-publish</c> (the old output moved aside, the staging folder not yet in its place),
-/// <c>export-checkpoints</c> (the new output in place, the checkpoints not yet moved back into it). Used by the fault tests
+/// <c>export-checkpoints</c> (the new output in place, the checkpoints not yet moved back into it); of <c>ullme embed</c>: <c>embed-row</c> (a row
+/// written to the output's temporary file, the rest not yet). Used by the fault tests
 /// (tests/…/Cli/TrainFaultTests.cs, OutputFaultTests.cs) and docs/scripts/kill-resume-trials.sh; unset, it costs a string compare.
 /// </summary>
 internal static class FaultInjection

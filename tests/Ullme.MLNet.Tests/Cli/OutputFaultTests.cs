@@ -40,7 +40,7 @@ public sealed class OutputFaultTests : IDisposable
         ["embed", "-m", Assets.Stories260K, "--input", input, "--output", output, "--threads", "1", "--batch-size", "8"];
 
     /// <summary>Runs embed into out.npy over an earlier complete out.npy and kills it (SIGKILL) while the output is
-    /// being streamed into its temporary file. Returns the folder's files after the kill.</summary>
+    /// being streamed into its temporary file (ULLME_TEST_KILL_AT=embed-row:500). Returns the folder's files after the kill.</summary>
     private (byte[] Before, string[] AfterKill) EmbedAndKillMidWrite(string output)
     {
         File.WriteAllLines(PathOf("a.txt"), File.ReadLines(Assets.Path("data", "snli", "s1.dev")).Take(200));
@@ -49,17 +49,10 @@ public sealed class OutputFaultTests : IDisposable
         Assert.True(code == 0, err);
         byte[] before = File.ReadAllBytes(output);
 
-        using (var p = Process.Start(Child(Embed(PathOf("b.txt"), output)))!)
-        {
-            _ = p.StandardError.ReadToEndAsync();
-            _ = p.StandardOutput.ReadToEndAsync();
-            string pattern = $".{Path.GetFileName(output)}.{p.Id}.tmp";
-            while (!p.HasExited && !(File.Exists(Path.Combine(_dir, pattern)) && new FileInfo(Path.Combine(_dir, pattern)).Length > 4096))
-                Thread.Sleep(5);
-            Assert.False(p.HasExited, "embed finished before it could be killed mid-write");
-            p.Kill();
-            p.WaitForExit();
-        }
+        // Killed by the fault hook after its 500th of 1,000 rows went into the temporary file (polling for the file and
+        // killing from here raced the run, which could finish first).
+        (code, err) = RunChild(Embed(PathOf("b.txt"), output), killAt: "embed-row:500");
+        Assert.True(code == 137 || code < 0, $"expected the hook to SIGKILL embed mid-write, exit {code}: {err}");
         return (before, Directory.GetFiles(_dir).Select(Path.GetFileName).OfType<string>().Order().ToArray());
     }
 
