@@ -26,7 +26,7 @@ namespace Ullme.MLNet.Tests.Reliability;
 [Collection(TorchCollection.Name)]
 public sealed class ConcurrencyStressTests(ITestOutputHelper output)
 {
-    public const int DefaultTextsPerThread = 8;
+    public const int DefaultTextsPerThread = 4;
 
     [Fact]
     public void Engine_generator_and_MLNet_from_16_threads_under_constant_GC_match_a_sequential_run_bit_for_bit()
