@@ -206,9 +206,13 @@ public sealed partial class EmbeddingEngine
             using var scope = NewDisposeScope();
             using var batch = TokenBatch.Build(rows, Model.PadTokenId, Model.Device);
             tokens = batch.RealTokens;
-            var hidden = Model.Backbone.Forward(batch.InputIds, batch.AttentionMask, o.Attention);   // [B, T, H]
-            var pooled = Pooler.Pool(hidden, batch.AttentionMask, batch.PoolingMask, o.Pooling);      // [B, H] f32
-            if (o.Normalize) pooled = Pooler.Normalize(pooled);
+            var pooled = Model.Backbone.TryForwardPooled(batch.InputIds, batch.AttentionMask, batch.PoolingMask, o.Attention, o.Pooling, o.Normalize);
+            if (pooled is null)
+            {
+                var hidden = Model.Backbone.Forward(batch.InputIds, batch.AttentionMask, o.Attention);   // [B, T, H]
+                pooled = Pooler.Pool(hidden, batch.AttentionMask, batch.PoolingMask, o.Pooling);          // [B, H] f32
+                if (o.Normalize) pooled = Pooler.Normalize(pooled);
+            }
             return pooled.cpu().data<float>().ToArray();
         }
     }

@@ -10,6 +10,13 @@ public sealed record ModelLoadOptions
     /// <summary>Precision of weights and matmuls. Default float32.</summary>
     public ModelDType DType { get; init; } = ModelDType.Float32;
 
+    /// <summary>What runs the forward pass: <see cref="InferenceBackend.Torch"/> (default; TorchSharp, everything
+    /// including training and log-likelihood scoring) or <see cref="InferenceBackend.OnnxRuntime"/> (embedding only:
+    /// the folder's exported <c>model.onnx</c>, or the model exported in memory at load; needs the Ullme.MLNet.Onnx
+    /// package). A folder that holds a <c>model.onnx</c> and no safetensors weights loads on ONNX Runtime whatever
+    /// this says.</summary>
+    public InferenceBackend Backend { get; init; } = InferenceBackend.Torch;
+
     /// <summary>"cpu", "cuda" or "cuda:N". Default "cpu".</summary>
     public string Device { get; init; } = "cpu";
 
@@ -34,6 +41,7 @@ public sealed record ModelLoadOptions
     public void Validate()
     {
         OptionCheck.Defined(DType, "ModelLoadOptions.DType");
+        OptionCheck.Defined(Backend, "ModelLoadOptions.Backend");
         if (Device is null || !IsDevice(Device))
             throw OptionCheck.Error("ModelLoadOptions.Device", $"must be \"cpu\", \"cuda\" or \"cuda:N\" (got '{Device}')");
         if (Threads is { } t)

@@ -22,6 +22,9 @@ public sealed partial class UllmeModel : IDisposable
     public EmbeddingDefaults Defaults { get; }
     public ModelLoadOptions LoadOptions { get; }
 
+    /// <summary>What runs the forward pass (TorchSharp, or ONNX Runtime over an exported graph).</summary>
+    public InferenceBackend Backend => LoadOptions.Backend;
+
     /// <summary>A name for results and logs (folder name, or the HF id of the default model).</summary>
     public string ModelId { get; }
 

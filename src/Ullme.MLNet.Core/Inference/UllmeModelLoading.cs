@@ -56,6 +56,10 @@ public sealed partial class UllmeModel
 
         var device = DeviceSelector.Parse(options.Device);
         var dtype = DeviceSelector.ToScalarType(options.DType);
+        string onnxFile = Path.Combine(folder, OnnxBackendLocator.ModelFileName);
+        bool hasWeights = File.Exists(Path.Combine(folder, CheckpointLoader.SingleFileName)) || File.Exists(Path.Combine(folder, CheckpointLoader.IndexFileName));
+        if (options.Backend == InferenceBackend.OnnxRuntime || (File.Exists(onnxFile) && !hasWeights))
+            return LoadOnnx(folder, modelId, onnxFile, options);
         // Everything a stranger's folder could get wrong is checked before anything large is allocated: the config
         // (sizes, numbers), the settings files, the weights' headers against the config, and the memory needed.
         var config = ModelConfig.Load(folder);
@@ -81,6 +85,32 @@ public sealed partial class UllmeModel
             throw;
         }
         return new UllmeModel(config, tokenizer, backbone, defaults, options, modelId, folder, device, dtype);
+    }
+
+    /// <summary>
+    /// The ONNX Runtime backend: the folder's exported model.onnx, or (a safetensors folder) the model loaded on
+    /// TorchSharp in float32, exported in memory with its defaults, and released.
+    /// </summary>
+    private static UllmeModel LoadOnnx(string folder, string modelId, string onnxFile, ModelLoadOptions options)
+    {
+        if (options.DType != ModelDType.Float32)
+            throw OptionCheck.Error("ModelLoadOptions.DType", $"must be float32 with the OnnxRuntime backend (got {OptionNames.DType.ToName(options.DType)}); an exported graph carries its own precision (export with --quantize int8 or int4 for smaller weights)");
+        var factory = OnnxBackendLocator.Get();
+        var config = ModelConfig.Load(folder);
+        var defaults = ReadDefaults(folder, config);
+        var tokenizer = TokenizerLoader.Load(folder);
+        var onnxOptions = options with { Backend = InferenceBackend.OnnxRuntime };
+        EmbeddingBackbone backbone;
+        if (File.Exists(onnxFile))
+        {
+            backbone = factory.Open(onnxFile, config, defaults, onnxOptions);
+        }
+        else
+        {
+            using var torchModel = Load(folder, options with { Backend = InferenceBackend.Torch });
+            backbone = factory.Export(torchModel.Backbone, config, defaults, onnxOptions, modelId);
+        }
+        return new UllmeModel(config, tokenizer, backbone, defaults, onnxOptions, modelId, folder, CPU, ScalarType.Float32);
     }
 
     /// <summary>
@@ -117,16 +147,22 @@ public sealed partial class UllmeModel
                 new Dictionary<string, string> { ["format"] = "pt", ["producer"] = "Ullme.MLNet" });
         }
 
-        if (!IO.PathGuard.Same(folder, SourceFolder))
-            foreach (string file in TokenizerFiles)
-            {
-                string src = Path.Combine(SourceFolder, file);
-                if (File.Exists(src)) File.Copy(src, Path.Combine(folder, file), overwrite: true);
-            }
+        CopyTokenizerFiles(folder);
         WriteSentenceTransformersFiles(folder, defaults);
     }
 
-    private static void WriteSentenceTransformersFiles(string folder, EmbeddingDefaults d)
+    /// <summary>Copies the tokenizer files of <see cref="SourceFolder"/> into <paramref name="folder"/>.</summary>
+    internal void CopyTokenizerFiles(string folder)
+    {
+        if (IO.PathGuard.Same(folder, SourceFolder)) return;
+        foreach (string file in TokenizerFiles)
+        {
+            string src = Path.Combine(SourceFolder, file);
+            if (File.Exists(src)) File.Copy(src, Path.Combine(folder, file), overwrite: true);
+        }
+    }
+
+    internal static void WriteSentenceTransformersFiles(string folder, EmbeddingDefaults d)
     {
         var modules = new JsonArray
         {

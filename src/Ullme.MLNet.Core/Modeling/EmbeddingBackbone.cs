@@ -32,6 +32,13 @@ internal abstract class EmbeddingBackbone : nn.Module
     /// <returns>[B, T, H] in the model's dtype.</returns>
     public abstract Tensor Forward(Tensor inputIds, Tensor attentionMask, AttentionMode mode, Tensor? positionIds = null);
 
+    /// <summary>
+    /// Pooled embeddings [B, H] float32 computed by the backbone itself (an exported graph that pools inside), or
+    /// null when it does not pool this way; the engine then pools <see cref="Forward"/>'s states.
+    /// </summary>
+    public virtual Tensor? TryForwardPooled(Tensor inputIds, Tensor attentionMask, Tensor? poolingMask, AttentionMode mode,
+        Pooling.PoolingMode pooling, bool normalize) => null;
+
     /// <summary>Whether <see cref="ForwardLayers"/> is available (every built-in backbone: decoders and BERT).</summary>
     public virtual bool SupportsLayerRunner => false;
 

@@ -72,6 +72,10 @@ internal static class OptionNames
         (ModelDType.Float32, "float32", ["fp32", "f32"]),
         (ModelDType.BFloat16, "bfloat16", ["bf16"]));
 
+    public static readonly EnumNames<InferenceBackend> Backend = new("backend",
+        (InferenceBackend.Torch, "torch", ["torchsharp", "libtorch"]),
+        (InferenceBackend.OnnxRuntime, "onnx", ["onnxruntime", "ort"]));
+
     public static readonly EnumNames<RerankBy> RerankBy = new("relevance signal",
         (Inference.RerankBy.Representation, "representation", ["rep", "cosine"]),
         (Inference.RerankBy.Generation, "generation", ["gen"]),

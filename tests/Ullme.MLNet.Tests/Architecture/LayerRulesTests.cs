@@ -24,19 +24,21 @@ public sealed class LayerRulesTests
     private static readonly ArchAssembly ExtensionsAI = typeof(Ullme.MLNet.Extensions.AI.UllmeEmbeddingGenerator).Assembly;
     private static readonly ArchAssembly Server = typeof(Ullme.MLNet.Server.UllmeServer).Assembly;
     private static readonly ArchAssembly Cli = typeof(Ullme.Cli.UllmeCli).Assembly;
+    private static readonly ArchAssembly Onnx = typeof(Ullme.MLNet.Onnx.UllmeOnnx).Assembly;
 
     private static readonly ArchUnitNET.Domain.Architecture Ours =
-        new ArchLoader().LoadAssemblies(Core, DefaultModel, Evaluation, Training, MLNet, ExtensionsAI, Server, Cli).Build();
+        new ArchLoader().LoadAssemblies(Core, DefaultModel, Evaluation, Training, MLNet, ExtensionsAI, Server, Cli, Onnx).Build();
 
-    /// <summary>ML.NET's assemblies (Microsoft.ML, Microsoft.ML.Core, .Data, .StandardTrainers, ...), not the tokenizers.</summary>
-    internal const string MLNetAssemblies = @"^Microsoft\.ML(\.(?!Tokenizers\b)[A-Za-z0-9.]+)?,";
+    /// <summary>ML.NET's assemblies (Microsoft.ML, Microsoft.ML.Core, .Data, .StandardTrainers, ...), not the tokenizers
+    /// nor ONNX Runtime (Microsoft.ML.OnnxRuntime, which the ONNX backend uses without ML.NET).</summary>
+    internal const string MLNetAssemblies = @"^Microsoft\.ML(\.(?!Tokenizers\b|OnnxRuntime\b)[A-Za-z0-9.]+)?,";
 
     private static string Exactly(ArchAssembly assembly) => "^" + System.Text.RegularExpressions.Regex.Escape(assembly.GetName().Name!) + ",";
 
     [Fact]
     public void The_engine_references_no_training_evaluation_or_MLNet_code()
     {
-        foreach (var other in new[] { Training, Evaluation, MLNet, DefaultModel, ExtensionsAI, Server, Cli })
+        foreach (var other in new[] { Training, Evaluation, MLNet, DefaultModel, ExtensionsAI, Server, Cli, Onnx })
             Types().That().ResideInAssembly(Core).Should().NotDependOnAnyTypesThat().ResideInAssemblyMatching(Exactly(other))
                 .Because($"the engine ({Core.GetName().Name}) is the bottom layer").Check(Ours);
         Types().That().ResideInAssembly(Core).Should().NotDependOnAnyTypesThat().ResideInAssemblyMatching(MLNetAssemblies)
@@ -44,6 +46,16 @@ public sealed class LayerRulesTests
         Types().That().ResideInAssembly(Core).Should().NotDependOnAnyTypesThat()
             .ResideInNamespaceMatching(@"^Ullme\.MLNet\.(Training|Evaluation|Transforms)(\..*)?$")
             .Because("the engine holds no training, evaluation or ML.NET code").Check(Ours);
+    }
+
+    [Fact]
+    public void The_ONNX_backend_sits_on_the_engine_alone()
+    {
+        foreach (var other in new[] { Training, Evaluation, MLNet, DefaultModel, ExtensionsAI, Server, Cli })
+            Types().That().ResideInAssembly(Onnx).Should().NotDependOnAnyTypesThat().ResideInAssemblyMatching(Exactly(other))
+                .Because($"{Onnx.GetName().Name} exports and runs the engine's models and nothing else").Check(Ours);
+        Types().That().ResideInAssembly(Core).Should().NotDependOnAnyTypesThat().ResideInAssemblyMatching(@"^Microsoft\.ML\.OnnxRuntime")
+            .Because("the engine finds the ONNX backend by name (OnnxBackendLocator) and never needs ONNX Runtime itself").Check(Ours);
     }
 
     [Fact]
