@@ -26,6 +26,7 @@ internal static class CliOptionNames
         ["ModelLoadOptions.DType"] = "--dtype",
         ["ModelLoadOptions.Device"] = "--device",
         ["ModelLoadOptions.Threads"] = "--threads",
+        ["ModelLoadOptions.Backend"] = "--backend",
         ["FineTuneOptions.BatchSize"] = "--batch-size",
         ["FineTuneOptions.Epochs"] = "--epochs",
         ["FineTuneOptions.MaxSteps"] = "--steps",

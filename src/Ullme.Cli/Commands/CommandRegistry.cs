@@ -15,5 +15,6 @@ internal static class CommandRegistry
         yield return EvalCommand.Create();
         yield return TrainCommand.Create();
         yield return ServeCommand.Create();
+        yield return ExportOnnxCommand.Create();
     }
 }

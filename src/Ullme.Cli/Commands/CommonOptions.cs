@@ -14,6 +14,12 @@ internal static class CommonOptions
 
     public static Option<string> DType() => new("--dtype") { Description = "Weights and compute precision: float32 or bfloat16.", DefaultValueFactory = _ => "float32" };
 
+    public static Option<string> Backend() => new("--backend")
+    {
+        Description = "What runs the model: torch (TorchSharp, default) or onnx (ONNX Runtime; a folder's exported model.onnx, or the model exported in memory at load). A folder holding only model.onnx always runs on onnx.",
+        DefaultValueFactory = _ => "torch",
+    };
+
     public static Option<string> Device() => new("--device") { Description = "cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
 
     public static Option<int?> Threads() => NullableInt("--threads",
@@ -53,13 +59,14 @@ internal static class CommonOptions
 
     /// <summary>Load options of the common flags, validated (so --threads 10000 or --dtype fp8 stop here, before any
     /// input is read); errors are shown under the flag by <see cref="CliRunner"/>.</summary>
-    public static ModelLoadOptions LoadOptions(string dtype, string device, int? threads = null)
+    public static ModelLoadOptions LoadOptions(string dtype, string device, int? threads = null, string? backend = null)
     {
         var options = new ModelLoadOptions
         {
             DType = OptionNames.DType.Parse(dtype, "ModelLoadOptions.DType"),
             Device = device,
             Threads = threads,
+            Backend = backend is null ? InferenceBackend.Torch : OptionNames.Backend.Parse(backend, "ModelLoadOptions.Backend"),
         };
         options.Validate();
         return options;

@@ -27,12 +27,13 @@ internal static class EmbedCommand
         var batchSize = CommonOptions.Int("--batch-size", $"Texts per forward pass (1 to {EmbeddingOptions.MaxBatchSize}).", 32);
         var dtype = CommonOptions.DType();
         var device = CommonOptions.Device();
+        var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var noNormalize = new Option<bool>("--no-normalize") { Description = "Do not L2-normalise the embeddings." };
 
         var command = new Command("embed", "Embed texts with a model into .npy or .jsonl.")
         {
-            model, input, output, textColumn, pooling, attention, instruction, maxLength, batchSize, dtype, device, threads, noNormalize,
+            model, input, output, textColumn, pooling, attention, instruction, maxLength, batchSize, dtype, device, backend, threads, noNormalize,
         };
         command.SetAction((parse, cancellationToken) =>
         {
@@ -50,7 +51,7 @@ internal static class EmbedCommand
                 Normalize = !parse.GetValue(noNormalize),
             };
             options.Validate();
-            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(threads));
+            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(threads), parse.GetValue(backend));
             CommonOptions.ApplyThreads(parse.GetValue(threads));
             if (!File.Exists(inPath)) throw new UllmeException($"Input file '{inPath}' does not exist.");
             CliPaths.RefuseOverwritingInput(inPath, outPath);

@@ -33,6 +33,7 @@ internal static class EvalCommand
         var maxLength = new Option<int?>("--max-length") { Description = "Maximum tokens per text (default: the model's; 256 for all-MiniLM-L6-v2)" };
         var dtype = CommonOptions.DType();
         var device = CommonOptions.Device();
+        var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var instructions = new Option<string>("--instructions") { Description = "auto (decoders only) | on | off", DefaultValueFactory = _ => "auto" };
         var instruction = new Option<string[]>("--instruction") { Description = "Override a task's instruction: Task=text (repeatable)" };
@@ -42,7 +43,7 @@ internal static class EvalCommand
 
         var command = new Command("eval", "Evaluate an embedding model on MTEB-style tasks and write MTEB result files.")
         {
-            model, tasks, dataDir, output, limit, batchSize, pooling, attention, maxLength, dtype, device, threads, instructions,
+            model, tasks, dataDir, output, limit, batchSize, pooling, attention, maxLength, dtype, device, backend, threads, instructions,
             instruction, template, revision, modelName,
         };
         command.SetAction((parse, cancellationToken) =>
@@ -62,7 +63,7 @@ internal static class EvalCommand
                 Pooling = CommonOptions.Pooling(parse.GetValue(pooling)),
                 Attention = CommonOptions.Attention(parse.GetValue(attention)),
                 MaxLength = parse.GetValue(maxLength),
-                LoadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!),
+                LoadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, null, parse.GetValue(backend)),
                 Instructions = new InstructionOptions
                 {
                     Mode = ParseMode(parse.GetValue(instructions)!),

@@ -13,10 +13,11 @@ internal static class InfoCommand
         var model = CommonOptions.Model();
         var dtype = CommonOptions.DType();
         var device = CommonOptions.Device();
-        var command = new Command("info", "Show a model's architecture, parameters, dimensions, dtype and tokenizer.") { model, dtype, device };
+        var backend = CommonOptions.Backend();
+        var command = new Command("info", "Show a model's architecture, parameters, dimensions, dtype and tokenizer.") { model, dtype, device, backend };
         command.SetAction(parse =>
         {
-            using var m = CliConsole.LoadModel(parse.GetValue(model)!, CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!));
+            using var m = CliConsole.LoadModel(parse.GetValue(model)!, CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, null, parse.GetValue(backend)));
             var c = m.Config;
             long parameters = m.Backbone.parameters().Sum(p => p.numel());
             var table = new Table().AddColumn("property").AddColumn("value");
@@ -33,6 +34,7 @@ internal static class InfoCommand
             Row("max positions", c.MaxPositionEmbeddings);
             Row("checkpoint dtype", c.TorchDtype);
             Row("loaded as", $"{m.ScalarType} on {m.Device}");
+            Row("backend", MLNet.OptionNames.Backend.ToName(m.Backend));
             Row("tokenizer", $"{m.Tokenizer.Kind}, {m.Tokenizer.VocabSize} ids");
             Row("language-model head", m.Backbone.HasLanguageModelHead ? "yes (scoring available)" : "no (encoder)");
             Row("default pooling / attention / max length / normalize",

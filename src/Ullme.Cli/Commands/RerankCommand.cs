@@ -25,10 +25,11 @@ internal static class RerankCommand
         var batchSize = CommonOptions.Int("--batch-size", $"Sequences per forward pass (1 to {EmbeddingOptions.MaxBatchSize}).", 8);
         var dtype = CommonOptions.DType();
         var device = CommonOptions.Device();
+        var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var command = new Command("rerank", "Rank candidate passages for each query by representation, generation or mixed relevance.")
         {
-            model, input, output, by, mixWeight, instruction, prompt, score, batchSize, dtype, device, threads,
+            model, input, output, by, mixWeight, instruction, prompt, score, batchSize, dtype, device, backend, threads,
         };
         command.SetAction((parse, cancellationToken) =>
         {
@@ -50,7 +51,7 @@ internal static class RerankCommand
                 },
             };
             options.Validate();
-            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(threads));
+            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(threads), parse.GetValue(backend));
             CommonOptions.ApplyThreads(parse.GetValue(threads));
             CliPaths.RefuseOverwritingInput(inPath, outPath);
             var stats = new InputStats();

@@ -28,13 +28,14 @@ internal static class ServeCommand
         var instruction = new Option<string?>("--instruction") { Description = "Text put before every embedded input (and the rerank query); attended to, excluded from pooling." };
         var dtype = CommonOptions.DType();
         var device = CommonOptions.Device();
+        var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var shutdown = new Option<double>("--shutdown-timeout") { Description = "Seconds a stop waits for requests in flight.", DefaultValueFactory = _ => 30 };
 
         var command = new Command("serve", "Serve a model over HTTP: OpenAI /v1/embeddings, TEI-style /embed, /rerank, /score, /health, /metrics.")
         {
             model, host, port, modelName, maxBatchTokens, maxBatchSize, maxQueue, maxInputTokens, maxClientBatch, maxBody,
-            apiKey, apiKeyFile, pooling, attention, instruction, dtype, device, threads, shutdown,
+            apiKey, apiKeyFile, pooling, attention, instruction, dtype, device, backend, threads, shutdown,
         };
         command.SetAction(parse =>
         {
@@ -63,7 +64,7 @@ internal static class ServeCommand
                 ShutdownTimeout = TimeSpan.FromSeconds(shutdownSeconds),
             };
             options.Validate();
-            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(threads));
+            var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(threads), parse.GetValue(backend));
             CommonOptions.ApplyThreads(parse.GetValue(threads));
 
             using var loaded = CliConsole.LoadModel(parse.GetValue(model)!, loadOptions);

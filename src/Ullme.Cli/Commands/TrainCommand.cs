@@ -76,6 +76,7 @@ internal static class TrainCommand
         var checkpointDir = new Option<string?>("--checkpoint-dir") { Description = "Checkpoint folder (default <output>/checkpoints)." };
         var keepCheckpoints = new Option<int>("--keep-checkpoints") { Description = "Newest checkpoints kept.", DefaultValueFactory = _ => 2 };
         var resume = new Option<bool>("--resume") { Description = "Continue from the newest checkpoint (same command otherwise)." };
+        var exportOnnx = new Option<string?>("--export-onnx") { Description = "After training, also export the tuned model to <output>/onnx for ONNX Runtime: float32, int8 or int4 (see `ullme export-onnx`)." };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a non-empty output folder and delete earlier checkpoints." };
         var seed = new Option<int>("--seed") { Description = "Seed for data order, adapter init and dropout.", DefaultValueFactory = _ => 42 };
         var evalSts = new Option<string?>("--eval-sts") { Description = "STS file (STS-B sts-dev.csv, or a table with sentence1, sentence2, score): print Spearman before/after training." };
@@ -87,7 +88,7 @@ internal static class TrainCommand
 
         var command = new Command("train", "Fine-tune an embedding model (contrastive, contrastive-lm, dpo or grl) and write the tuned model.")
         {
-            model, data, strategy, output, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
+            model, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
             loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
             maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, noPlot, dtype, device, threads, allowNonFinite,
@@ -116,6 +117,7 @@ internal static class TrainCommand
                 Data = parse.GetValue(data)!,
                 Strategy = parse.GetValue(strategy)!,
                 Output = parse.GetValue(output)!,
+                ExportOnnx = parse.GetValue(exportOnnx) is { } q ? ExportOnnxCommand.ParseQuantize(q.Trim().ToLowerInvariant() == "float32" ? "none" : q) : null,
                 CheckpointDir = parse.GetValue(checkpointDir),
                 Resume = parse.GetValue(resume),
                 Overwrite = parse.GetValue(overwrite),
@@ -168,6 +170,7 @@ internal static class TrainCommand
         public required string Output { get; init; }
         public string? CheckpointDir { get; init; }
         public bool Resume { get; init; }
+        public Ullme.MLNet.Onnx.OnnxQuantization? ExportOnnx { get; init; }
         public bool Overwrite { get; init; }
         public string? EvalSts { get; init; }
         public bool Plot { get; init; }
@@ -260,6 +263,14 @@ internal static class TrainCommand
             if (stsBefore is double sb && stsAfter is double sa)
                 Console.WriteLine($"STS Spearman ({Path.GetFileName(s.EvalSts)}): before {sb:F4}, after {sa:F4} ({sa - sb:+0.0000;-0.0000})");
             CliConsole.Note($"wrote {folders.Output}");
+            if (s.ExportOnnx is { } quantize)
+            {
+                // From the folder just written (merged weights, as every later user loads them).
+                using var saved = UllmeModel.Load(folders.Output);
+                var exported = Ullme.MLNet.Onnx.UllmeOnnx.Export(saved, Path.Combine(folders.Output, "onnx"),
+                    new Ullme.MLNet.Onnx.OnnxExportOptions { Quantize = quantize });
+                CliConsole.Note($"wrote {exported.ModelFile} ({ExportOnnxCommand.QuantizeName(quantize)}); run it with --model {Path.Combine(folders.Output, "onnx")}");
+            }
         }
         return 0;
     }
