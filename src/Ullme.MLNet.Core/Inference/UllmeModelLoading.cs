@@ -139,6 +139,7 @@ public sealed partial class UllmeModel
         File.WriteAllText(Path.Combine(folder, "config.json"), config.ToJson());
 
         var tensors = new List<KeyValuePair<string, Tensor>>();
+        if (!Backbone.TryWriteModelFiles(folder))
         using (var scope = NewDisposeScope())
         {
             foreach (var (name, tensor) in Backbone.state_dict())

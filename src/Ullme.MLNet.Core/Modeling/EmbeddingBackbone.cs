@@ -39,6 +39,12 @@ internal abstract class EmbeddingBackbone : nn.Module
     public virtual Tensor? TryForwardPooled(Tensor inputIds, Tensor attentionMask, Tensor? poolingMask, AttentionMode mode,
         Pooling.PoolingMode pooling, bool normalize) => null;
 
+    /// <summary>
+    /// Writes the backbone's own model files into <paramref name="folder"/> (an exported graph writes model.onnx)
+    /// and returns true; false (default) = the backbone's weights are its <c>state_dict</c>, saved as safetensors.
+    /// </summary>
+    public virtual bool TryWriteModelFiles(string folder) => false;
+
     /// <summary>Whether <see cref="ForwardLayers"/> is available (every built-in backbone: decoders and BERT).</summary>
     public virtual bool SupportsLayerRunner => false;
 

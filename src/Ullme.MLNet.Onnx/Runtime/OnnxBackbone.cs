@@ -20,9 +20,19 @@ internal sealed class OnnxBackbone : EmbeddingBackbone
     private readonly OnnxGraphSettings _settings;
     private readonly string _source;
     private readonly bool _isDecoder;
+    private readonly string? _file;
+    private readonly byte[]? _bytes;
 
-    public OnnxBackbone(InferenceSession session, OnnxGraphSettings settings, string source, bool isDecoder) : base(nameof(OnnxBackbone))
+    /// <param name="session">The session over the graph.</param>
+    /// <param name="settings">What the graph computes.</param>
+    /// <param name="source">The graph's name in messages.</param>
+    /// <param name="isDecoder">Whether the model is a decoder (causal mode is meaningful).</param>
+    /// <param name="file">The model.onnx it was loaded from (copied, with its external data, when saved), or null.</param>
+    /// <param name="bytes">The graph exported in memory (written when saved), or null.</param>
+    public OnnxBackbone(InferenceSession session, OnnxGraphSettings settings, string source, bool isDecoder, string? file, byte[]? bytes) : base(nameof(OnnxBackbone))
     {
+        _file = file;
+        _bytes = bytes;
         _session = session;
         _settings = settings;
         _source = source;
@@ -85,6 +95,25 @@ internal sealed class OnnxBackbone : EmbeddingBackbone
         {
             poolValue?.Dispose();
         }
+    }
+
+    /// <summary>Writes model.onnx (and model.onnx.data when the graph keeps its weights beside it).</summary>
+    public override bool TryWriteModelFiles(string folder)
+    {
+        string target = Path.Combine(folder, OnnxBackendLocator.ModelFileName);
+        if (_bytes is not null)
+        {
+            File.WriteAllBytes(target, _bytes);
+        }
+        else if (_file is not null)
+        {
+            if (!IO.PathGuard.Same(Path.GetDirectoryName(Path.GetFullPath(_file))!, folder))
+            {
+                File.Copy(_file, target, overwrite: true);
+                if (File.Exists(_file + ".data")) File.Copy(_file + ".data", target + ".data", overwrite: true);
+            }
+        }
+        return true;
     }
 
     private static long[] Longs(Tensor t)

@@ -15,7 +15,7 @@ internal sealed class OnnxBackendFactory : IOnnxBackendFactory
         try
         {
             var settings = ReadSettings(session, onnxPath, config);
-            return new OnnxBackbone(session, settings, onnxPath, !config.IsEncoder);
+            return new OnnxBackbone(session, settings, onnxPath, !config.IsEncoder, onnxPath, null);
         }
         catch
         {
@@ -30,7 +30,7 @@ internal sealed class OnnxBackendFactory : IOnnxBackendFactory
         byte[] bytes = OnnxGraphExport.ToBytes(torch, config, settings, modelId);
         string source = $"{modelId} (exported in memory)";
         var session = CreateSession(options, s => new InferenceSession(bytes, s), source);
-        return new OnnxBackbone(session, settings, source, !config.IsEncoder);
+        return new OnnxBackbone(session, settings, source, !config.IsEncoder, null, bytes);
     }
 
     /// <summary>Session options of the backend: all graph optimisations, the load options' thread count (ONNX

@@ -50,6 +50,7 @@ internal static class ModelArgument
         o.Model = model.SourceFolder;
         o.DType = model.LoadOptions.DType;
         o.Device = model.LoadOptions.Device;
+        if (o is UllmeEmbeddingOptions embedding) embedding.Backend = model.Backend;
         return (MLNetInterop.GetEnvironment(catalog), o);
     }
 }

@@ -47,6 +47,11 @@ public sealed class UllmeEmbeddingOptions : IModelOptions<UllmeEmbeddingOptions>
     /// <summary>Precision of weights and matmuls. Default float32.</summary>
     public ModelDType DType { get; set; } = ModelDType.Float32;
 
+    /// <summary>What runs the model: <see cref="InferenceBackend.Torch"/> (default) or
+    /// <see cref="InferenceBackend.OnnxRuntime"/> (the folder's exported model.onnx, or the model exported in memory at
+    /// the first fit; a saved pipeline's zip then carries the ONNX model instead of safetensors).</summary>
+    public InferenceBackend Backend { get; set; } = InferenceBackend.Torch;
+
     /// <summary>"cpu", "cuda" or "cuda:N"; null = from the MLContext (<c>GpuDeviceId</c> → "cuda:N", falling back
     /// to the CPU when <c>FallbackToCpu</c> is set and CUDA is unavailable; otherwise "cpu").</summary>
     public string? Device { get; set; }
@@ -94,6 +99,7 @@ public sealed class UllmeEmbeddingOptions : IModelOptions<UllmeEmbeddingOptions>
             ToEmbeddingOptions().Validate();
             if (Device is not null) new ModelLoadOptions { DType = DType, Device = Device }.Validate();
             else OptionCheck.Defined(DType, "ModelLoadOptions.DType");
+            OptionCheck.Defined(Backend, "ModelLoadOptions.Backend");
         }
         catch (UllmeException e) when (e.Option is not null)
         {

@@ -133,7 +133,7 @@ public sealed class UllmeEmbeddingTransformer : UllmeTextTransformer
 
     /// <summary>Re-creates a saved transformer from its extracted model folder (see <see cref="UllmeModelPackage"/>).</summary>
     internal static UllmeEmbeddingTransformer LoadFromFolder(IHostEnvironment env, UllmeEmbeddingOptions options, string folder, string modelId) =>
-        new(env, options, ModelLoading.Load(env, options.DType, options.Device, folder, Name), modelId);
+        new(env, options, ModelLoading.Load(env, options.DType, options.Device, folder, Name, options.Backend), modelId);
 }
 
 /// <summary>Input checks shared by the Ullme estimators and transformers; <c>transform</c> names the catalog method in errors.</summary>
@@ -169,7 +169,8 @@ internal static class SchemaChecks
 /// the environment's channels.</summary>
 internal static class ModelLoading
 {
-    public static UllmeModel Load(IHostEnvironment env, ModelDType dtype, string? explicitDevice, string folderOrDefault, string transform)
+    public static UllmeModel Load(IHostEnvironment env, ModelDType dtype, string? explicitDevice, string folderOrDefault, string transform,
+        InferenceBackend backend = InferenceBackend.Torch)
     {
         var host = env.Register(transform);
         using var ch = host.Start(transform);
@@ -177,9 +178,9 @@ internal static class ModelLoading
         string device = DeviceSpec.Resolve(explicitDevice, settings.GpuDeviceId, settings.FallbackToCpu,
             () => TorchSharp.torch.cuda.is_available(), msg => ch.Warning(MessageSensitivity.None, msg));
         var sw = Stopwatch.StartNew();
-        var model = UllmeModel.Load(folderOrDefault, new ModelLoadOptions { DType = dtype, Device = device });
+        var model = UllmeModel.Load(folderOrDefault, new ModelLoadOptions { DType = dtype, Device = device, Backend = backend });
         ch.Info(MessageSensitivity.None,
-            $"{transform}: loaded model '{model.ModelId}' ({model.EmbeddingDimension} dimensions, {dtype}, {device}) in {sw.ElapsedMilliseconds} ms");
+            $"{transform}: loaded model '{model.ModelId}' ({model.EmbeddingDimension} dimensions, {dtype}, {device}, {OptionNames.Backend.ToName(model.Backend)}) in {sw.ElapsedMilliseconds} ms");
         return model;
     }
 

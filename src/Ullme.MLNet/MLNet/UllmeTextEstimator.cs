@@ -36,7 +36,8 @@ public abstract class UllmeTextEstimator<TOptions, TTransformer> : IEstimator<TT
         Settings = options.Clone();
         options.Validate(modelIsLoaded: model is not null);
         var (dtype, device, folder) = (options.DType, options.Device, options.Model);
-        _model = ModelLoading.Deferred(model, () => ModelLoading.Load(env, dtype, device, folder, transformName));
+        var backend = options is UllmeEmbeddingOptions embedding ? embedding.Backend : InferenceBackend.Torch;
+        _model = ModelLoading.Deferred(model, () => ModelLoading.Load(env, dtype, device, folder, transformName, backend));
     }
 
     /// <summary>The estimator's own (validated) copy of the settings; never handed out.</summary>
