@@ -9,7 +9,7 @@ namespace Ullme.MLNet.Benchmarks;
 /// <summary>The end-to-end benchmark: every figure of docs/performance.md from one process on one machine.</summary>
 public static class BenchRunner
 {
-    private static readonly string[] AllSections = ["gemm", "minilm", "tokenizers", "mfu", "training", "scaling"];
+    private static readonly string[] AllSections = ["gemm", "minilm", "tokenizers", "mfu", "training", "scaling", "onnx"];
 
     public static int Run(string[] args)
     {
@@ -37,6 +37,7 @@ public static class BenchRunner
         if (only.Contains("mfu")) Section(ctx, "mfu", MfuSection.Run);
         if (only.Contains("training")) Section(ctx, "training", TrainingSection.Run);
         if (only.Contains("scaling")) Section(ctx, "scaling", ScalingSection.Run);
+        if (only.Contains("onnx")) Section(ctx, "onnx", OnnxSection.Run);
         HeadlinePlot(ctx);
 
         report.Machine["load_average_at_end"] = Machine.LoadAverage();

@@ -19,6 +19,8 @@ if (args.Length > 0 && args[0] == "probe-tokenizer")
     return Ullme.MLNet.Benchmarks.TokenizerProbe.Run(args[1..]);
 if (args.Length > 0 && args[0] == "train-config")
     return Ullme.MLNet.Benchmarks.Sections.TrainingSection.RunConfig(args[1..]);
+if (args.Length > 0 && args[0] == "probe-onnx-graph")
+    return Ullme.MLNet.Benchmarks.OnnxGraphProbe.Run(args[1..]);
 if (args.Length > 0 && args[0] == "run")
     return BenchRunner.Run(args[1..]);
 if (args.Length > 0 && args[0] == "load-test")

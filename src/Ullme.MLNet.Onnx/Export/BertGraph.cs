@@ -13,6 +13,12 @@ internal static class BertGraph
     private const float MaskValue = -3.4028235e38f; // finfo(float32).min, the engine's additive mask
 
     /// <summary>Emits the encoder; returns the final states [B, T, H].</summary>
+    /// <param name="g">The graph.</param>
+    /// <param name="w">The weights.</param>
+    /// <param name="config">The encoder's config.</param>
+    /// <param name="inputIds">[B, T] int64.</param>
+    /// <param name="maskBool">[B, T] bool attention mask.</param>
+    /// <param name="maskFloat">[B, T] float attention mask.</param>
     public static string Emit(OnnxGraphBuilder g, LinearEmitter w, ModelConfig config, string inputIds, string maskBool, string maskFloat)
     {
         int hidden = config.HiddenSize, heads = config.NumAttentionHeads, headDim = hidden / heads;
