@@ -59,6 +59,13 @@ public sealed class LayerRulesTests
     }
 
     [Fact]
+    public void The_MLNet_surface_finds_the_ONNX_backend_by_name()
+    {
+        Types().That().ResideInAssembly(MLNet).Should().NotDependOnAnyTypesThat().ResideInAssemblyMatching(Exactly(Onnx))
+            .Because("an ML.NET user who never asks for ONNX Runtime must not carry its natives; Backend = OnnxRuntime loads Ullme.MLNet.Onnx by name").Check(Ours);
+    }
+
+    [Fact]
     public void Inference_references_no_training_code()
     {
         Types().That().ResideInNamespaceMatching(@"^Ullme\.MLNet\.Inference(\..*)?$").Should().NotDependOnAnyTypesThat()

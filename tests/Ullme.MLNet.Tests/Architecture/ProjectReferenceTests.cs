@@ -19,10 +19,10 @@ public sealed class ProjectReferenceTests
         ["Ullme.MLNet.Onnx"] = ["project:Ullme.MLNet.Core", "package:Microsoft.ML.OnnxRuntime", "package:Google.Protobuf", "package:Grpc.Tools"],
         ["Ullme.MLNet.Training"] = ["project:Ullme.MLNet.Core", "project:Ullme.MLNet.Evaluation"],
         ["Ullme.MLNet"] = ["project:Ullme.MLNet.Core", "project:Ullme.MLNet.Training", "project:Ullme.MLNet.Evaluation",
-            "project:Ullme.MLNet.DefaultModel", "project:Ullme.MLNet.Onnx", "package:Microsoft.ML", "package:Mono.Cecil"],
+            "project:Ullme.MLNet.DefaultModel", "package:Microsoft.ML", "package:Mono.Cecil"],
         ["Ullme.MLNet.Extensions.AI"] = ["project:Ullme.MLNet.Core", "package:Microsoft.Extensions.AI.Abstractions"],
         ["Ullme.Server"] = ["project:Ullme.MLNet.Core", "framework:Microsoft.AspNetCore.App"],
-        ["Ullme.Cli"] = ["project:Ullme.MLNet", "project:Ullme.Server", "package:libtorch-cpu-linux-x64",
+        ["Ullme.Cli"] = ["project:Ullme.MLNet", "project:Ullme.Server", "project:Ullme.MLNet.Onnx", "package:libtorch-cpu-linux-x64",
             "package:System.CommandLine", "package:Spectre.Console", "package:ScottPlot"],
     };
 

@@ -104,6 +104,25 @@ public sealed class TrainCommandTests : IDisposable
         Assert.Equal(["out", "snli-12.jsonl", "sts.csv"], Directory.GetFileSystemEntries(_dir).Select(p => Path.GetFileName(p)!).Order().ToArray());
     }
 
+    [AssetFact]
+    public void ExportOnnxAfterTrainingWritesTheTunedModelForOnnxRuntime()
+    {
+        string output = PathOf("tuned");
+        var (code, err) = Run("train", "-m", Assets.Stories260K, "--data", SnliData(8), "--strategy", "contrastive", "--output", output,
+            "--steps", "2", "--batch-size", "4", "--max-length", "32", "--full", "--lr", "5e-3", "--export-onnx", "int8", "--threads", "1", "--no-plot");
+        Assert.True(code == 0, err);
+        string onnx = Path.Combine(output, "onnx");
+        Assert.True(File.Exists(Path.Combine(onnx, "model.onnx")), err);
+        Assert.Contains("int8", File.ReadAllText(Path.Combine(onnx, "ullme.json")));
+        using var tuned = UllmeModel.Load(output);
+        using var exported = UllmeModel.Load(onnx);
+        Assert.Equal(InferenceBackend.OnnxRuntime, exported.Backend);
+        var a = new EmbeddingEngine(tuned).Embed(["A man is playing a guitar."])[0];
+        var b = new EmbeddingEngine(exported).Embed(["A man is playing a guitar."])[0];
+        double cos = a.Zip(b).Sum(p => (double)p.First * p.Second) / Math.Sqrt(a.Sum(x => (double)x * x) * b.Sum(x => (double)x * x));
+        Assert.True(cos > 0.95, $"the exported int8 model drifts from the tuned one: cosine {cos}");
+    }
+
     [Fact]
     public void StepsAndEpochsAreMutuallyExclusive()
     {
