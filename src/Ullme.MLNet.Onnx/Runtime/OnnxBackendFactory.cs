@@ -37,7 +37,9 @@ internal sealed class OnnxBackendFactory : IOnnxBackendFactory
     /// Runtime's default, one per core, when unset), CUDA when a cuda device is asked for.</summary>
     internal static SessionOptions Options(ModelLoadOptions options)
     {
-        var s = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        // Errors only: ONNX Runtime's own warnings would go to the console, which a library never writes to (its
+        // errors become UllmeExceptions).
+        var s = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         if (options.Threads is int threads)
         {
             s.IntraOpNumThreads = threads;

@@ -79,7 +79,7 @@ public sealed class OnnxBackendTests(ITestOutputHelper output) : IDisposable
     public void BackendOnnxRuntimeExportsInMemory()
     {
         using var torchModel = UllmeModel.Load("default");
-        using var onnxModel = UllmeModel.Load("default", new ModelLoadOptions { Backend = InferenceBackend.OnnxRuntime, Threads = 1 });
+        using var onnxModel = UllmeModel.Load("default", new ModelLoadOptions { Backend = InferenceBackend.OnnxRuntime });
         Assert.Equal(InferenceBackend.OnnxRuntime, onnxModel.Backend);
         double diff = MaxDiff(new EmbeddingEngine(torchModel).Embed(Texts), new EmbeddingEngine(onnxModel).Embed(Texts));
         Assert.True(diff < Tolerance, $"{diff}");
