@@ -25,7 +25,7 @@ internal static class InfoCommand
             Row("model", m.ModelId);
             Row("folder", m.SourceFolder);
             Row("architecture", $"{c.ModelType} ({string.Join(", ", c.Architectures ?? [])})");
-            Row("parameters", $"{parameters:N0}");
+            Row("parameters", m.Backend == MLNet.Inference.InferenceBackend.OnnxRuntime ? "in the ONNX graph" : $"{parameters:N0}");
             Row("layers", c.NumHiddenLayers);
             Row("hidden size (embedding dimension)", m.EmbeddingDimension);
             Row("attention heads / key-value heads / head dim", $"{c.NumAttentionHeads} / {c.EffectiveKeyValueHeads} / {c.EffectiveHeadDim}");

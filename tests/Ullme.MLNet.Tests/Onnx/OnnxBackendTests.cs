@@ -189,6 +189,22 @@ public sealed class OnnxBackendTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("export-onnx", e.Message);
     }
 
+    [Fact]
+    public void ADamagedModelOnnxIsOneErrorNamingTheFile()
+    {
+        using var torchModel = UllmeModel.Load("default");
+        string dir = Path.Combine(_tmp.Path, "damaged");
+        UllmeOnnx.Export(torchModel, dir);
+        string file = Path.Combine(dir, "model.onnx");
+        byte[] bytes = File.ReadAllBytes(file);
+        File.WriteAllBytes(file, bytes.AsSpan(0, bytes.Length / 3).ToArray());      // truncated mid-weights
+        var e = Assert.Throws<UllmeException>(() => UllmeModel.Load(dir));
+        Assert.Contains(file, e.Message);
+        File.WriteAllBytes(file, "not a protobuf at all"u8.ToArray());
+        e = Assert.Throws<UllmeException>(() => UllmeModel.Load(dir));
+        Assert.Contains(file, e.Message);
+    }
+
     internal static int CountOps(string modelFile, string op)
     {
         var model = Ullme.MLNet.Onnx.Proto.ModelProto.Parser.ParseFrom(File.ReadAllBytes(modelFile));
