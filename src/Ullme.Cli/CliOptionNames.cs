@@ -17,6 +17,7 @@ internal static class CliOptionNames
         ["EmbeddingOptions.Pooling"] = "--pooling",
         ["EmbeddingOptions.Attention"] = "--attention",
         ["EmbeddingOptions.Instruction"] = "--instruction",
+        ["EmbeddingOptions.Dimensions"] = "--dimensions",
         ["RelevanceOptions.GenerationBatchSize"] = "--batch-size",
         ["RelevanceOptions.GenerationScore"] = "--generation-score",
         ["RelevanceOptions.GenerationPrompt"] = "--prompt",

@@ -37,6 +37,9 @@ public sealed record EvaluationOptions
 
     public bool Normalize { get; init; } = true;
 
+    /// <summary>Evaluate the first N dimensions of each embedding (Matryoshka truncation, renormalised); null = all.</summary>
+    public int? Dimensions { get; init; }
+
     public ModelLoadOptions? LoadOptions { get; init; }
 
     public InstructionOptions Instructions { get; init; } = new();
@@ -120,6 +123,7 @@ public static class UllmeEvaluation
             MaxLength = options.MaxLength,
             BatchSize = options.BatchSize,
             Normalize = options.Normalize,
+            Dimensions = options.Dimensions,
         });
         bool useInstructions = options.Instructions.IsEnabled(decoderModel: !model.Config.IsEncoder);
         var d = model.Defaults;
@@ -127,7 +131,7 @@ public static class UllmeEvaluation
         {
             Name = options.ModelName ?? model.ModelId,
             Revision = options.Revision,
-            EmbedDim = model.EmbeddingDimension,
+            EmbedDim = options.Dimensions ?? model.EmbeddingDimension,
             NParameters = model.Backbone.parameters().Sum(p => p.numel()),
             MaxTokens = options.MaxLength ?? d.MaxLength,
             UseInstructions = useInstructions,
@@ -137,6 +141,7 @@ public static class UllmeEvaluation
                 ["attention"] = (options.Attention ?? d.Attention).ToString(),
                 ["max_length"] = (options.MaxLength ?? d.MaxLength).ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["normalize"] = options.Normalize ? "true" : "false",
+                ["dimensions"] = (options.Dimensions ?? model.EmbeddingDimension).ToString(System.Globalization.CultureInfo.InvariantCulture),
                 ["dtype"] = model.LoadOptions.DType.ToString(),
                 ["source"] = model.SourceFolder,
             },

@@ -30,10 +30,11 @@ internal static class EmbedCommand
         var backend = CommonOptions.Backend();
         var threads = CommonOptions.Threads();
         var noNormalize = new Option<bool>("--no-normalize") { Description = "Do not L2-normalise the embeddings." };
+        var dimensions = CommonOptions.NullableInt("--dimensions", "Keep the first N dimensions of each embedding (Matryoshka truncation), renormalised (default: all).");
 
         var command = new Command("embed", "Embed texts with a model into .npy or .jsonl.")
         {
-            model, input, output, textColumn, pooling, attention, instruction, maxLength, batchSize, dtype, device, backend, threads, noNormalize,
+            model, input, output, textColumn, pooling, attention, instruction, maxLength, batchSize, dtype, device, backend, threads, noNormalize, dimensions,
         };
         command.SetAction((parse, cancellationToken) =>
         {
@@ -49,6 +50,7 @@ internal static class EmbedCommand
                 MaxLength = parse.GetValue(maxLength),
                 BatchSize = parse.GetValue(batchSize),
                 Normalize = !parse.GetValue(noNormalize),
+                Dimensions = parse.GetValue(dimensions),
             };
             options.Validate();
             var loadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, parse.GetValue(threads), parse.GetValue(backend));
@@ -75,7 +77,7 @@ internal static class EmbedCommand
             int truncated = 0;
             AtomicFile.Write(outPath, stream =>
             {
-                var writer = EmbeddingWriter.Open(stream, outPath, count, loaded.EmbeddingDimension);
+                var writer = EmbeddingWriter.Open(stream, outPath, count, resolved.Dimensions ?? loaded.EmbeddingDimension);
                 CliConsole.WithProgress($"Embedding {count} rows", count, progress =>
                 {
                     int done = 0;
@@ -108,7 +110,7 @@ internal static class EmbedCommand
             });
             double seconds = clock.Elapsed.TotalSeconds;
             if (truncated > 0) CliConsole.Warn($"{truncated} of {count} texts exceeded {resolved.MaxLength} tokens and were truncated.");
-            CliConsole.Note($"{count} embeddings of dimension {loaded.EmbeddingDimension} ({loaded.ModelId}, {Pooling(resolved)}) → {outPath}; " +
+            CliConsole.Note($"{count} embeddings of dimension {resolved.Dimensions ?? loaded.EmbeddingDimension} ({loaded.ModelId}, {Pooling(resolved)}) → {outPath}; " +
                 $"{tokens} tokens in {seconds:F1}s ({(seconds > 0 ? count / seconds : 0):F1} texts/s).");
             return Task.FromResult(0);
         });

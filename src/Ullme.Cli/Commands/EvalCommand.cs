@@ -34,6 +34,7 @@ internal static class EvalCommand
         var dtype = CommonOptions.DType();
         var device = CommonOptions.Device();
         var backend = CommonOptions.Backend();
+        var dimensions = CommonOptions.NullableInt("--dimensions", "Evaluate the first N dimensions of each embedding (Matryoshka truncation), renormalised (default: all).");
         var threads = CommonOptions.Threads();
         var instructions = new Option<string>("--instructions") { Description = "auto (decoders only) | on | off", DefaultValueFactory = _ => "auto" };
         var instruction = new Option<string[]>("--instruction") { Description = "Override a task's instruction: Task=text (repeatable)" };
@@ -43,7 +44,7 @@ internal static class EvalCommand
 
         var command = new Command("eval", "Evaluate an embedding model on MTEB-style tasks and write MTEB result files.")
         {
-            model, tasks, dataDir, output, limit, batchSize, pooling, attention, maxLength, dtype, device, backend, threads, instructions,
+            model, tasks, dataDir, output, limit, batchSize, pooling, attention, maxLength, dtype, device, backend, threads, dimensions, instructions,
             instruction, template, revision, modelName,
         };
         command.SetAction((parse, cancellationToken) =>
@@ -63,6 +64,7 @@ internal static class EvalCommand
                 Pooling = CommonOptions.Pooling(parse.GetValue(pooling)),
                 Attention = CommonOptions.Attention(parse.GetValue(attention)),
                 MaxLength = parse.GetValue(maxLength),
+                Dimensions = parse.GetValue(dimensions),
                 LoadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!, null, parse.GetValue(backend)),
                 Instructions = new InstructionOptions
                 {

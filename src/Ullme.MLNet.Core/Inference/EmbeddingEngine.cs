@@ -120,11 +120,15 @@ public sealed partial class EmbeddingEngine
                 $"must be at most {positionLimit}, the max_position_embeddings of model '{Model.ModelId}' (got {asked})");
         if (Model.Config.IsEncoder && positionLimit > 0 && maxLength > positionLimit)
             throw new UllmeException($"max length {maxLength} exceeds the model's max_position_embeddings ({positionLimit}).");
+        if (options.Dimensions is int dims && dims > Model.EmbeddingDimension)
+            throw OptionCheck.Error("EmbeddingOptions.Dimensions",
+                $"must be at most {Model.EmbeddingDimension}, the embedding dimension of model '{Model.ModelId}' (got {dims})");
         int window = options.SortWindow ?? 8 * options.BatchSize;
         return new ResolvedEmbeddingOptions(options.Pooling ?? d.Pooling, attention, options.Instruction, maxLength, options.BatchSize, options.Normalize)
         {
             SortWindow = window == 0 ? int.MaxValue : Math.Max(window, options.BatchSize),
             OverlapTokenization = options.OverlapTokenization,
+            Dimensions = options.Dimensions,
         };
     }
 
@@ -143,6 +147,7 @@ public sealed partial class EmbeddingEngine
         long tokens = 0;
         int done = 0, truncated = 0;
         int dim = Model.EmbeddingDimension;
+        int keep = o.Dimensions ?? dim;
         var batchRows = new List<EncodedText>(o.BatchSize);
 
         Task<EncodedText[]>? next = null;
@@ -170,8 +175,9 @@ public sealed partial class EmbeddingEngine
                     float[] flat = ForwardPooled(batchRows, o, out long batchTokens);
                     for (int k = 0; k < count; k++)
                     {
-                        var row = new float[dim];
-                        Array.Copy(flat, k * dim, row, 0, dim);
+                        var row = new float[keep];
+                        Array.Copy(flat, k * dim, row, 0, keep);
+                        if (keep < dim && o.Normalize) Renormalize(row);
                         result[windowStart + order[start + k]] = row;
                     }
                     tokens += batchTokens;
@@ -196,6 +202,16 @@ public sealed partial class EmbeddingEngine
         if (truncated > 0)
             _logger.LogWarning("{Count} of {Total} texts were longer than {MaxLength} tokens and were truncated.", truncated, n, o.MaxLength);
         return new EmbeddingResult(result, tokens, truncated);
+    }
+
+    /// <summary>Scales a truncated row to unit length (in double precision; a row of zeros stays zero).</summary>
+    internal static void Renormalize(float[] row)
+    {
+        double sq = 0;
+        foreach (float x in row) sq += (double)x * x;
+        double norm = Math.Sqrt(sq);
+        if (norm <= 0) return;
+        for (int i = 0; i < row.Length; i++) row[i] = (float)(row[i] / norm);
     }
 
     private float[] ForwardPooled(IReadOnlyList<EncodedText> rows, ResolvedEmbeddingOptions o, out long tokens)
@@ -243,4 +259,7 @@ internal sealed record ResolvedEmbeddingOptions(PoolingMode Pooling, AttentionMo
 
     /// <summary>Tokenize the next window while the model runs on the current one.</summary>
     public bool OverlapTokenization { get; init; }
+
+    /// <summary>Dimensions kept per embedding (Matryoshka truncation, renormalised when normalising); null = all.</summary>
+    public int? Dimensions { get; init; }
 }

@@ -49,6 +49,10 @@ public sealed record EmbeddingOptions
     /// <summary>L2-normalise the result. Default true.</summary>
     public bool Normalize { get; init; } = true;
 
+    /// <summary>Keep only the first N dimensions of each embedding (Matryoshka truncation), then L2-normalise them
+    /// when <see cref="Normalize"/> is set; 1 to the model's embedding dimension. Null (default) = all of them.</summary>
+    public int? Dimensions { get; init; }
+
     /// <summary>Checks every setting that does not depend on the model (the model's limits are checked when the
     /// engine resolves the options).</summary>
     /// <exception cref="UllmeException">A setting is invalid; the message names it and its value.</exception>
@@ -58,6 +62,7 @@ public sealed record EmbeddingOptions
         OptionCheck.Defined(Attention, "EmbeddingOptions.Attention");
         OptionCheck.AtLeast(MaxLength, MinMaxLength, "EmbeddingOptions.MaxLength", " tokens");
         OptionCheck.Range(BatchSize, 1, MaxBatchSize, "EmbeddingOptions.BatchSize");
+        OptionCheck.AtLeast(Dimensions, 1, "EmbeddingOptions.Dimensions", " dimensions");
         if (SortWindow is < 0)
             throw OptionCheck.Error("EmbeddingOptions.SortWindow", $"must be 0 (the whole input) or a positive sort window (got {SortWindow})");
     }
