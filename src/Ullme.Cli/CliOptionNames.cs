@@ -35,6 +35,8 @@ internal static class CliOptionNames
         ["FineTuneOptions.GradCacheChunkSize"] = "--grad-cache-chunk",
         ["FineTuneOptions.GenerationChunkSize"] = "--generation-chunk",
         ["FineTuneOptions.Temperature"] = "--temperature",
+        ["FineTuneOptions.MatryoshkaDimensions"] = "--matryoshka-dims",
+        ["FineTuneOptions.MatryoshkaWeights"] = "--matryoshka-weights",
         ["FineTuneOptions.Beta"] = "--beta",
         ["FineTuneOptions.GenerationTemperature"] = "--generation-temperature",
         ["FineTuneOptions.MaxLength"] = "--max-length",

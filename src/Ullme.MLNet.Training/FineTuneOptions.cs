@@ -71,6 +71,14 @@ public sealed record FineTuneOptions
     public double Temperature { get; init; } = 0.05;
     public ContrastiveSimilarity Similarity { get; init; } = ContrastiveSimilarity.Cosine;
 
+    /// <summary>Matryoshka: also train the contrastive loss on these prefix widths of the embedding (e.g. 768, 256, 64;
+    /// include the full width to keep training it), summed with <see cref="MatryoshkaWeights"/>. Null (default) = the
+    /// full embedding only. See <see cref="MatryoshkaLoss"/>.</summary>
+    public IReadOnlyList<int>? MatryoshkaDimensions { get; init; }
+
+    /// <summary>One weight per <see cref="MatryoshkaDimensions"/> entry; null = 1 each.</summary>
+    public IReadOnlyList<double>? MatryoshkaWeights { get; init; }
+
     // --- language model ---
     public LanguageModelReduction LanguageModelReduction { get; init; } = LanguageModelReduction.TokenMean;
 
@@ -156,6 +164,11 @@ public sealed record FineTuneOptions
     };
 
     internal ContrastiveLoss ContrastiveLoss => new() { Temperature = Temperature, Similarity = Similarity };
+
+    /// <summary>The Matryoshka wrapper of <see cref="ContrastiveLoss"/>, or null without <see cref="MatryoshkaDimensions"/>.</summary>
+    internal MatryoshkaLoss? Matryoshka => MatryoshkaDimensions is { } dims
+        ? new MatryoshkaLoss { Inner = ContrastiveLoss, Dimensions = dims, Weights = MatryoshkaWeights }
+        : null;
     internal PreferenceLoss PreferenceObjective => new() { Kind = PreferenceLoss, Beta = Beta };
     internal LanguageModelLoss LanguageModelObjective => new() { Reduction = LanguageModelReduction };
 
@@ -168,6 +181,8 @@ public sealed record FineTuneOptions
                 throw OptionCheck.Error("FineTuneOptions.Weights." + name, $"must be a non-negative number (got {OptionCheck.Shown(value)})");
         if (w.Contrastive == 0 && !w.NeedsGeneration && w.Consistency == 0) throw new UllmeException("All loss weights are zero: nothing to train.");
         OptionCheck.Positive(Temperature, "FineTuneOptions.Temperature");
+        if (MatryoshkaDimensions is not null || MatryoshkaWeights is not null)
+            MatryoshkaLoss.Check(MatryoshkaDimensions, MatryoshkaWeights, 0);
         OptionCheck.Positive(Beta, "FineTuneOptions.Beta");
         OptionCheck.Positive(GenerationTemperature, "FineTuneOptions.GenerationTemperature");
         if (RepresentationTemperature is { } tr) OptionCheck.Positive(tr, "FineTuneOptions.RepresentationTemperature");

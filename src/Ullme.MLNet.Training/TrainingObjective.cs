@@ -29,6 +29,7 @@ internal sealed class TrainingObjective
 {
     private readonly FineTuneOptions _options;
     private readonly ContrastiveLoss _contrastive;
+    private readonly MatryoshkaLoss? _matryoshka;
     private readonly LanguageModelLoss _languageModel;
     private readonly PreferenceLoss _preference;
     private readonly GrlConsistencyLoss _consistency;
@@ -38,6 +39,7 @@ internal sealed class TrainingObjective
         _options = options;
         Weights = options.EffectiveWeights;
         _contrastive = options.ContrastiveLoss;
+        _matryoshka = options.Matryoshka;
         _languageModel = options.LanguageModelObjective;
         _preference = options.PreferenceObjective;
         _consistency = options.ConsistencyLoss;
@@ -76,7 +78,9 @@ internal sealed class TrainingObjective
     public Tensor? Contrastive(Tally tally, EmbeddingInputs e)
     {
         if (Weights.Contrastive <= 0) return null;
-        var loss = _contrastive.Compute(e.Queries, e.Positives, e.Negatives);
+        var loss = _matryoshka is not null
+            ? _matryoshka.Compute(e.Queries, e.Positives, e.Negatives)
+            : _contrastive.Compute(e.Queries, e.Positives, e.Negatives);
         tally.Contrastive = Value(loss);
         return Scaled(loss, Weights.Contrastive);
     }

@@ -53,6 +53,10 @@ public sealed class UllmeFineTuner
         _options.Validate();
         var weights = _options.EffectiveWeights;
         _backbone = model.Backbone;
+        if (_options.MatryoshkaDimensions is not null)
+            MatryoshkaLoss.Check(_options.MatryoshkaDimensions, _options.MatryoshkaWeights, model.EmbeddingDimension);
+        if (model.Backend != InferenceBackend.Torch)
+            throw new UllmeException($"Training runs on TorchSharp; '{model.ModelId}' is loaded on {model.Backend}. Load the safetensors folder with Backend = Torch (and export to ONNX after training).");
         if (weights.NeedsGeneration && !_backbone.HasLanguageModelHead)
             throw new UllmeException($"Strategy {_options.Strategy} needs generation scores, but '{model.ModelId}' ({model.Config.ModelType}) has no language-model head. Use Strategy = Contrastive (or λ_lm = λ_pref = λ_kl = 0).");
         if (_options.EmbeddingAttention == AttentionMode.Causal && !_backbone.SupportsCausal)

@@ -58,6 +58,8 @@ internal static class TrainCommand
         var decay = new Option<string>("--decay") { Description = "cosine | linear | constant after warm-up.", DefaultValueFactory = _ => "cosine" };
         var weightDecay = new Option<double>("--weight-decay") { Description = "AdamW decoupled weight decay.", DefaultValueFactory = _ => 0 };
         var maxGradNorm = new Option<double?>("--max-grad-norm") { Description = "Clip the global gradient norm (default: no clipping)." };
+        var matryoshkaDims = new Option<string?>("--matryoshka-dims") { Description = "Matryoshka: also train the contrastive loss on these prefix widths, comma-separated (e.g. 768,512,256,128,64); embed later with --dimensions N." };
+        var matryoshkaWeights = new Option<string?>("--matryoshka-weights") { Description = "One weight per --matryoshka-dims entry, comma-separated (default 1 each)." };
         var temperature = new Option<double>("--temperature") { Description = "InfoNCE temperature τ.", DefaultValueFactory = _ => 0.05 };
         var beta = new Option<double>("--beta") { Description = "Preference-loss β.", DefaultValueFactory = _ => 0.1 };
         var preferenceLoss = new Option<string>("--preference-loss") { Description = "sigmoid (DPO) | ipo | hinge | kto-pair.", DefaultValueFactory = _ => "sigmoid" };
@@ -89,7 +91,7 @@ internal static class TrainCommand
         var command = new Command("train", "Fine-tune an embedding model (contrastive, contrastive-lm, dpo or grl) and write the tuned model.")
         {
             model, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
-            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, beta, preferenceLoss,
+            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
             maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, noPlot, dtype, device, threads, allowNonFinite,
         };
@@ -131,6 +133,8 @@ internal static class TrainCommand
                 Options = new FineTuneOptions
                 {
                     Temperature = parse.GetValue(temperature),
+                    MatryoshkaDimensions = ParseList(parse.GetValue(matryoshkaDims), "--matryoshka-dims", s => int.Parse(s, CultureInfo.InvariantCulture)),
+                    MatryoshkaWeights = ParseList(parse.GetValue(matryoshkaWeights), "--matryoshka-weights", s => double.Parse(s, CultureInfo.InvariantCulture)),
                     Beta = parse.GetValue(beta),
                     PreferenceLoss = ParsePreferenceLoss(parse.GetValue(preferenceLoss)!),
                     ReferenceFree = parse.GetValue(referenceFree),
@@ -180,6 +184,23 @@ internal static class TrainCommand
         public int? MaxLength { get; init; }
         public (double? Cl, double? Lm, double? Pref, double? Kl) Lambdas { get; init; }
         public required FineTuneOptions Options { get; init; }
+    }
+
+    /// <summary>A comma-separated list flag; a value that does not parse is one error naming the flag.</summary>
+    private static IReadOnlyList<T>? ParseList<T>(string? text, string flag, Func<string, T> parse)
+    {
+        if (text is null) return null;
+        var items = text.Split(',', StringSplitOptions.TrimEntries);
+        var result = new List<T>(items.Length);
+        foreach (string item in items)
+        {
+            try { result.Add(parse(item)); }
+            catch (Exception e) when (e is FormatException or OverflowException)
+            {
+                throw new UllmeException($"{flag}: '{item}' is not a number (give a comma-separated list, e.g. 64,32,16).");
+            }
+        }
+        return result;
     }
 
     private static int Run(TrainSettings s, CancellationToken cancellationToken)
