@@ -71,6 +71,10 @@ public sealed record FineTuneOptions
     public double Temperature { get; init; } = 0.05;
     public ContrastiveSimilarity Similarity { get; init; } = ContrastiveSimilarity.Cosine;
 
+    /// <summary>Symmetric InfoNCE (query → document and document → query, averaged); see
+    /// <see cref="ContrastiveLoss.Symmetric"/>. Default false.</summary>
+    public bool SymmetricContrastive { get; init; }
+
     /// <summary>Matryoshka: also train the contrastive loss on these prefix widths of the embedding (e.g. 768, 256, 64;
     /// include the full width to keep training it), summed with <see cref="MatryoshkaWeights"/>. Null (default) = the
     /// full embedding only. See <see cref="MatryoshkaLoss"/>.</summary>
@@ -163,7 +167,7 @@ public sealed record FineTuneOptions
         Score = GenerationScore,
     };
 
-    internal ContrastiveLoss ContrastiveLoss => new() { Temperature = Temperature, Similarity = Similarity };
+    internal ContrastiveLoss ContrastiveLoss => new() { Temperature = Temperature, Similarity = Similarity, Symmetric = SymmetricContrastive };
 
     /// <summary>The Matryoshka wrapper of <see cref="ContrastiveLoss"/>, or null without <see cref="MatryoshkaDimensions"/>.</summary>
     internal MatryoshkaLoss? Matryoshka => MatryoshkaDimensions is { } dims

@@ -58,6 +58,7 @@ internal static class TrainCommand
         var decay = new Option<string>("--decay") { Description = "cosine | linear | constant after warm-up.", DefaultValueFactory = _ => "cosine" };
         var weightDecay = new Option<double>("--weight-decay") { Description = "AdamW decoupled weight decay.", DefaultValueFactory = _ => 0 };
         var maxGradNorm = new Option<double?>("--max-grad-norm") { Description = "Clip the global gradient norm (default: no clipping)." };
+        var symmetric = new Option<bool>("--symmetric") { Description = "Symmetric InfoNCE: also train each positive to pick its own query among the batch's queries (the two directions averaged)." };
         var matryoshkaDims = new Option<string?>("--matryoshka-dims") { Description = "Matryoshka: also train the contrastive loss on these prefix widths, comma-separated (e.g. 768,512,256,128,64); embed later with --dimensions N." };
         var matryoshkaWeights = new Option<string?>("--matryoshka-weights") { Description = "One weight per --matryoshka-dims entry, comma-separated (default 1 each)." };
         var temperature = new Option<double>("--temperature") { Description = "InfoNCE temperature τ.", DefaultValueFactory = _ => 0.05 };
@@ -91,7 +92,7 @@ internal static class TrainCommand
         var command = new Command("train", "Fine-tune an embedding model (contrastive, contrastive-lm, dpo or grl) and write the tuned model.")
         {
             model, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
-            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
+            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
             maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, noPlot, dtype, device, threads, allowNonFinite,
         };
@@ -133,6 +134,7 @@ internal static class TrainCommand
                 Options = new FineTuneOptions
                 {
                     Temperature = parse.GetValue(temperature),
+                    SymmetricContrastive = parse.GetValue(symmetric),
                     MatryoshkaDimensions = ParseList(parse.GetValue(matryoshkaDims), "--matryoshka-dims", s => int.Parse(s, CultureInfo.InvariantCulture)),
                     MatryoshkaWeights = ParseList(parse.GetValue(matryoshkaWeights), "--matryoshka-weights", s => double.Parse(s, CultureInfo.InvariantCulture)),
                     Beta = parse.GetValue(beta),

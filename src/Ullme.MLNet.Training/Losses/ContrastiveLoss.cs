@@ -39,6 +39,14 @@ public sealed class ContrastiveLoss
     /// <summary>Pair score. Default <see cref="ContrastiveSimilarity.Cosine"/>.</summary>
     public ContrastiveSimilarity Similarity { get; init; } = ContrastiveSimilarity.Cosine;
 
+    /// <summary>
+    /// Symmetric InfoNCE: the mean of the query → document loss above and the document → query loss, where each
+    /// positive p_i picks its own query among all queries of the batch:
+    /// <c>L_dq = −(1/Q) Σ_i log( exp s(p_i, q_i) / Σ_j exp s(p_i, q_j) )</c>, <c>L = (L_qd + L_dq) / 2</c>.
+    /// Hard negatives take part in the query → document direction only. Default false.
+    /// </summary>
+    public bool Symmetric { get; init; }
+
     /// <summary>The loss, averaged over queries.</summary>
     /// <param name="queries">[Q, H] query embeddings (not necessarily normalised).</param>
     /// <param name="positives">[Q, H]; row i is query i's positive.</param>
@@ -66,7 +74,13 @@ public sealed class ContrastiveLoss
             : LossChecks.Upcast(positives);                                                 // [Q, H]
         var logits = Scores(q, candidates, Similarity).Div(Temperature);                   // [Q, Q + N]
         var target = ScalarOps.Arange(q.shape[0], ScalarType.Int64, q.device);              // [Q]
-        return nn.functional.cross_entropy(logits, target).MoveToOuterDisposeScope();
+        var loss = nn.functional.cross_entropy(logits, target);
+        if (Symmetric)
+        {
+            var reverse = Scores(LossChecks.Upcast(positives), q, Similarity).Div(Temperature);  // [Q, Q]: p_i against every query
+            loss = (loss + nn.functional.cross_entropy(reverse, target)).Mul(0.5);
+        }
+        return loss.MoveToOuterDisposeScope();
     }
 
     /// <summary>Pairwise scores [A, B] between rows of <paramref name="a"/> [A, H] and <paramref name="b"/> [B, H].</summary>

@@ -107,6 +107,30 @@ public class ContrastiveLossTests
         Close(expected, Data(qt.grad!), 1e-12, "dL/dq");
     }
 
+    [Theory]
+    [InlineData(0.05)]
+    [InlineData(0.7)]
+    public void SymmetricAveragesBothDirectionsAndLeavesHardNegativesToQueries(double tau)
+    {
+        using var scope = NewDisposeScope();
+        var loss = new ContrastiveLoss { Temperature = tau, Symmetric = true }.Compute(T(Q, 2, 3), T(P, 2, 3), T(N, 2, 3));
+        // Document → query by hand: p_i against [q1, q2], target q_i (no hard negatives in this direction).
+        double reverse = 0;
+        for (int i = 0; i < 2; i++)
+        {
+            var logits = new[] { Cos(P, 3 * i, Q, 0, 3) / tau, Cos(P, 3 * i, Q, 3, 3) / tau };
+            reverse += LogSumExp(logits) - logits[i];
+        }
+        Close((Hand(tau, false) + reverse / 2) / 2, Scalar(loss), 1e-12, "symmetric loss");
+        var q = Leaf(Q, 2, 3);
+        var p = Leaf(P, 2, 3);
+        var lossFn = new ContrastiveLoss { Temperature = tau, Symmetric = true };
+        lossFn.Compute(q, p, T(N, 2, 3)).backward();
+        double F() { using var s = NewDisposeScope(); return Scalar(lossFn.Compute(q, p, T(N, 2, 3))); }
+        Close(Numeric(F, q), Data(q.grad!), 1e-6, "dL/dq");
+        Close(Numeric(F, p), Data(p.grad!), 1e-6, "dL/dp");
+    }
+
     [Fact]
     public void BadShapesAndTemperatureAreRejectedWithTheirNames()
     {
