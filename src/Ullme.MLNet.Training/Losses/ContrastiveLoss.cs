@@ -78,7 +78,7 @@ public sealed class ContrastiveLoss
         if (Symmetric)
         {
             var reverse = Scores(LossChecks.Upcast(positives), q, Similarity).Div(Temperature);  // [Q, Q]: p_i against every query
-            loss = (loss + nn.functional.cross_entropy(reverse, target)).Mul(0.5);
+            loss = loss.Add(nn.functional.cross_entropy(reverse, target)).Mul(0.5);
         }
         return loss.MoveToOuterDisposeScope();
     }

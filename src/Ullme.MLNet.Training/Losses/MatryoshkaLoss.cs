@@ -40,7 +40,7 @@ public sealed class MatryoshkaLoss
             var loss = Inner.Compute(queries.narrow(-1, 0, d), positives.narrow(-1, 0, d), hardNegatives?.narrow(-1, 0, d));
             double w = Weights?[k] ?? 1.0;
             var term = w == 1.0 ? loss : loss.Mul(w);
-            total = total is null ? term : total + term;
+            total = total is null ? term : total.Add(term);
         }
         return total!.MoveToOuterDisposeScope();
     }
