@@ -28,6 +28,7 @@ internal static class CliOptionNames
         ["ModelLoadOptions.Device"] = "--device",
         ["ModelLoadOptions.Threads"] = "--threads",
         ["ModelLoadOptions.Backend"] = "--backend",
+        ["OnnxExportOptions.Quantize"] = "--quantize",
         ["FineTuneOptions.BatchSize"] = "--batch-size",
         ["FineTuneOptions.Epochs"] = "--epochs",
         ["FineTuneOptions.MaxSteps"] = "--steps",

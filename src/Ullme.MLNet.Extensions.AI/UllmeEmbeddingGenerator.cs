@@ -84,6 +84,7 @@ public sealed class UllmeEmbeddingGenerator : IEmbeddingGenerator<string, Embedd
         long tokens = 0;
         string modelId = _engine.Model.ModelId;
         int window = WindowFactor * _options.BatchSize;
+        var embeddingOptions = keep is { } n && n < dimension ? _options with { Dimensions = n } : _options;
         for (int start = 0; start < texts.Count; start += window)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -91,33 +92,18 @@ public sealed class UllmeEmbeddingGenerator : IEmbeddingGenerator<string, Embedd
             var chunk = texts.GetRange(start, count);
             // The forward pass is CPU/GPU-bound: run it off the caller's thread so concurrent callers overlap their
             // tokenisation and the caller's synchronization context is never blocked.
-            var detailed = await Task.Run(() => _engine.EmbedDetailed(chunk, _options, progress: null, cancellationToken), cancellationToken)
+            var detailed = await Task.Run(() => _engine.EmbedDetailed(chunk, embeddingOptions, progress: null, cancellationToken), cancellationToken)
                 .ConfigureAwait(false);
             tokens += detailed.TokenCount;
             DateTimeOffset createdAt = DateTimeOffset.UtcNow;
             foreach (float[] v in detailed.Embeddings)
-            {
-                float[] vector = keep is { } n && n < v.Length ? Truncate(v, n, _options.Normalize) : v;
-                result.Add(new Embedding<float>(vector) { ModelId = modelId, CreatedAt = createdAt });
-            }
+                result.Add(new Embedding<float>(v) { ModelId = modelId, CreatedAt = createdAt });
             WindowCompleted?.Invoke(start + count);
         }
         result.Usage = new UsageDetails { InputTokenCount = tokens, TotalTokenCount = tokens };
         return result;
     }
 
-    /// <summary>First <paramref name="n"/> dimensions, L2-normalised again when the full vector was normalised.</summary>
-    internal static float[] Truncate(float[] v, int n, bool normalize)
-    {
-        var head = v.AsSpan(0, n).ToArray();
-        if (!normalize) return head;
-        double sq = 0;
-        foreach (float x in head) sq += (double)x * x;
-        float norm = (float)Math.Sqrt(sq);
-        if (norm > 0)
-            for (int i = 0; i < head.Length; i++) head[i] /= norm;
-        return head;
-    }
 
     /// <summary>
     /// Per the abstraction's contract: null for any keyed request; the <see cref="EmbeddingGeneratorMetadata"/>;

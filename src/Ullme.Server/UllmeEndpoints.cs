@@ -199,12 +199,7 @@ public static class UllmeEndpoints
         int n = dimensions ?? pooled.Length;
         var v = new float[n];
         Array.Copy(pooled, v, n);
-        if (!normalize) return v;
-        double sq = 0;
-        foreach (float x in v) sq += (double)x * x;
-        double norm = Math.Sqrt(sq);
-        if (norm > 0)
-            for (int i = 0; i < n; i++) v[i] = (float)(v[i] / norm);
+        if (normalize) EmbeddingEngine.Renormalize(v);
         return v;
     }
 

@@ -31,7 +31,7 @@ internal static class ExportOnnxCommand
                 Attention = CommonOptions.Attention(parse.GetValue(attention)),
                 Pooling = CommonOptions.Pooling(parse.GetValue(pooling)),
                 Normalize = parse.GetValue(noNormalize) ? false : null,
-                Quantize = ParseQuantize(parse.GetValue(quantize)!),
+                Quantize = OnnxNames.Quantize.Parse(parse.GetValue(quantize)!, "OnnxExportOptions.Quantize"),
                 Opset = parse.GetValue(opset),
                 Int4BlockSize = parse.GetValue(blockSize),
                 PoolingMaskInput = !parse.GetValue(noPoolingMask),
@@ -43,26 +43,11 @@ internal static class ExportOnnxCommand
             var result = UllmeOnnx.Export(loaded, outDir, options);
             long bytes = new FileInfo(result.ModelFile).Length + (result.ExternalDataFile is { } d ? new FileInfo(d).Length : 0);
             CliConsole.Note($"Exported {loaded.ModelId} to {result.ModelFile}{(result.ExternalDataFile is null ? "" : " + model.onnx.data")}: " +
-                $"{bytes / 1e6:F1} MB, {result.Nodes} nodes, {result.LinearLayers} linear layers {QuantizeName(result.Quantize)}, " +
+                $"{bytes / 1e6:F1} MB, {result.Nodes} nodes, {result.LinearLayers} linear layers ({OnnxNames.Quantize.ToName(result.Quantize)}), " +
                 $"{OptionNames.Attention.ToName(result.Attention)} attention, {Ullme.MLNet.Pooling.Pooler.ToName(result.Pooling)} pooling{(result.Normalize ? ", normalised" : "")}, " +
                 $"in {clock.Elapsed.TotalSeconds:F1} s.");
             return 0;
         });
         return command;
     }
-
-    internal static OnnxQuantization ParseQuantize(string value) => value.Trim().ToLowerInvariant() switch
-    {
-        "none" or "fp32" or "float32" => OnnxQuantization.None,
-        "int8" or "q8" => OnnxQuantization.Int8,
-        "int4" or "q4" => OnnxQuantization.Int4,
-        _ => throw new UllmeException($"--quantize: unknown value '{value}'. Use none, int8 or int4."),
-    };
-
-    internal static string QuantizeName(OnnxQuantization q) => q switch
-    {
-        OnnxQuantization.Int8 => "int8",
-        OnnxQuantization.Int4 => "int4",
-        _ => "float32",
-    };
 }

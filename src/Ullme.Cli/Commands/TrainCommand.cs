@@ -120,7 +120,7 @@ internal static class TrainCommand
                 Data = parse.GetValue(data)!,
                 Strategy = parse.GetValue(strategy)!,
                 Output = parse.GetValue(output)!,
-                ExportOnnx = parse.GetValue(exportOnnx) is { } q ? ExportOnnxCommand.ParseQuantize(q.Trim().ToLowerInvariant() == "float32" ? "none" : q) : null,
+                ExportOnnx = parse.GetValue(exportOnnx) is { } q ? Ullme.MLNet.Onnx.OnnxNames.Quantize.Parse(q, "OnnxExportOptions.Quantize") : null,
                 CheckpointDir = parse.GetValue(checkpointDir),
                 Resume = parse.GetValue(resume),
                 Overwrite = parse.GetValue(overwrite),
@@ -292,7 +292,7 @@ internal static class TrainCommand
                 using var saved = UllmeModel.Load(folders.Output);
                 var exported = Ullme.MLNet.Onnx.UllmeOnnx.Export(saved, Path.Combine(folders.Output, "onnx"),
                     new Ullme.MLNet.Onnx.OnnxExportOptions { Quantize = quantize });
-                CliConsole.Note($"wrote {exported.ModelFile} ({ExportOnnxCommand.QuantizeName(quantize)}); run it with --model {Path.Combine(folders.Output, "onnx")}");
+                CliConsole.Note($"wrote {exported.ModelFile} ({Ullme.MLNet.Onnx.OnnxNames.Quantize.ToName(quantize)}); run it with --model {Path.Combine(folders.Output, "onnx")}");
             }
         }
         return 0;

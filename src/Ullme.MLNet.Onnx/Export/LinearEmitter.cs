@@ -55,22 +55,11 @@ internal sealed class LinearEmitter
     /// </summary>
     public string Linear(string x, string key, (long Start, long Count)? rows = null, string? name = null)
     {
-        var (y, bias) = LinearWithoutBias(x, key, rows, name);
-        return bias is null ? y : _g.Add(y, bias);
-    }
-
-    /// <summary>
-    /// <see cref="Linear"/> with the bias left for the caller to fuse into the next operator (SkipLayerNormalization,
-    /// MultiHeadAttention): returns x · Wᵀ and the bias initializer, or a bias of null when it is already applied
-    /// (int8's DynamicQuantizeMatMul adds it itself) or the layer has none.
-    /// </summary>
-    public (string Y, string? Bias) LinearWithoutBias(string x, string key, (long Start, long Count)? rows = null, string? name = null)
-    {
         var w = Weight(key + ".weight");
         return Emit(x, Floats(w), w.shape[0], w.shape[1], Has(key + ".bias") ? Floats(Weight(key + ".bias")) : null, rows, name ?? key);
     }
 
-    private (string Y, string? Bias) Emit(string x, float[] all, long outFeatures, long inFeatures, float[]? allBias, (long Start, long Count)? rows, string baseName)
+    private string Emit(string x, float[] all, long outFeatures, long inFeatures, float[]? allBias, (long Start, long Count)? rows, string baseName)
     {
         long start = rows?.Start ?? 0, count = rows?.Count ?? outFeatures;
         // Wᵀ restricted to the rows: [in, count], row-major.
@@ -93,7 +82,7 @@ internal sealed class LinearEmitter
                 string zp = _g.Initializer(baseName + ".weight_zero_point", OnnxType.Int8, [count], new byte[count]);
                 var inputs = new List<string> { x, qb, sc, zp };
                 if (bias is not null) inputs.Add(_g.Floats(baseName + ".bias", [count], bias));
-                return (_g.DomainNode("com.microsoft", "DynamicQuantizeMatMul", inputs.ToArray()), null);
+                return _g.DomainNode("com.microsoft", "DynamicQuantizeMatMul", inputs.ToArray());
             }
             case OnnxQuantization.Int4:
             {
@@ -108,7 +97,7 @@ internal sealed class LinearEmitter
                 y = _g.MatMul(x, _g.Floats(baseName + ".weight_t", [inFeatures, count], wt));
                 break;
         }
-        return (y, bias is null ? null : _g.Floats(baseName + ".bias", [count], bias));
+        return bias is null ? y : _g.Add(y, _g.Floats(baseName + ".bias", [count], bias));
     }
 
     /// <summary>Symmetric int8 per column of Wᵀ [in, out] (one scale per output channel, zero point 0).</summary>

@@ -19,6 +19,15 @@ public enum OnnxQuantization
     Int4,
 }
 
+/// <summary>The spellings of <see cref="OnnxQuantization"/> (CLI flags, ullme.json, the model's metadata).</summary>
+internal static class OnnxNames
+{
+    public static readonly EnumNames<OnnxQuantization> Quantize = new("quantization",
+        (OnnxQuantization.None, "none", ["float32", "fp32"]),
+        (OnnxQuantization.Int8, "int8", ["q8"]),
+        (OnnxQuantization.Int4, "int4", ["q4"]));
+}
+
 /// <summary>What <see cref="UllmeOnnx.Export"/> bakes into the graph. Unset values come from the model's defaults
 /// (its ullme.json / sentence-transformers files).</summary>
 public sealed record OnnxExportOptions

@@ -73,7 +73,7 @@ internal static class OnnxGraphExport
         ["ullme.pooling"] = Pooler.ToName(s.Pooling),
         ["ullme.normalize"] = s.Normalize ? "true" : "false",
         ["ullme.pooling_mask_input"] = s.PoolingMaskInput ? "true" : "false",
-        ["ullme.quantize"] = s.Quantize.ToString().ToLowerInvariant(),
+        ["ullme.quantize"] = OnnxNames.Quantize.ToName(s.Quantize),
     };
 
     /// <summary>The graph as bytes (models whose weights fit in one protobuf message, under 2 GB).</summary>

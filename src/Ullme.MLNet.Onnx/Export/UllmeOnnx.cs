@@ -79,7 +79,7 @@ public static class UllmeOnnx
         {
             ["file"] = OnnxBackendLocator.ModelFileName,
             ["opset"] = s.Opset,
-            ["quantize"] = s.Quantize.ToString().ToLowerInvariant(),
+            ["quantize"] = OnnxNames.Quantize.ToName(s.Quantize),
             ["inputs"] = inputs,
             ["outputs"] = new JsonArray(OnnxGraphExport.SentenceEmbedding, OnnxGraphExport.TokenEmbeddings),
         };

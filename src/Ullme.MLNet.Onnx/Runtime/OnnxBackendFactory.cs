@@ -81,12 +81,7 @@ internal sealed class OnnxBackendFactory : IOnnxBackendFactory
         var attention = OptionNames.Attention.Parse(Get("ullme.attention"), $"'{source}' metadata ullme.attention");
         var pooling = OptionNames.Pooling.Parse(Get("ullme.pooling"), $"'{source}' metadata ullme.pooling");
         bool normalize = Get("ullme.normalize") == "true";
-        var quantize = Get("ullme.quantize") switch
-        {
-            "int8" => OnnxQuantization.Int8,
-            "int4" => OnnxQuantization.Int4,
-            _ => OnnxQuantization.None,
-        };
+        var quantize = OnnxNames.Quantize.Parse(Get("ullme.quantize"), $"'{source}' metadata ullme.quantize");
         var hiddenDims = session.OutputMetadata[OnnxGraphExport.SentenceEmbedding].Dimensions;
         int hidden = hiddenDims.Length == 2 && hiddenDims[1] > 0 ? hiddenDims[1] : config.HiddenSize;
         return new OnnxGraphSettings(attention, pooling, normalize, inputs.Contains(OnnxGraphExport.PoolingMask), quantize, 0, hidden);
