@@ -22,7 +22,10 @@ public sealed class ProjectReferenceTests
             "project:Ullme.MLNet.DefaultModel", "package:Microsoft.ML", "package:Mono.Cecil"],
         ["Ullme.MLNet.Extensions.AI"] = ["project:Ullme.MLNet.Core", "package:Microsoft.Extensions.AI.Abstractions"],
         ["Ullme.Server"] = ["project:Ullme.MLNet.Core", "framework:Microsoft.AspNetCore.App"],
-        ["Ullme.Cli"] = ["project:Ullme.MLNet", "project:Ullme.Server", "project:Ullme.MLNet.Onnx", "package:libtorch-cpu-linux-x64",
+        ["Ullme.MLNet.Orleans"] = ["project:Ullme.MLNet.Core", "package:Microsoft.Orleans.Sdk", "package:Microsoft.Orleans.Server",
+            "package:Microsoft.Orleans.Client", "package:Microsoft.Orleans.Clustering.AdoNet", "package:Microsoft.Orleans.Persistence.AdoNet",
+            "package:Npgsql", "package:Parquet.Net"],
+        ["Ullme.Cli"] = ["project:Ullme.MLNet", "project:Ullme.Server", "project:Ullme.MLNet.Onnx", "project:Ullme.MLNet.Orleans", "package:libtorch-cpu-linux-x64",
             "package:System.CommandLine", "package:Spectre.Console", "package:ScottPlot"],
     };
 
