@@ -16,5 +16,7 @@ internal static class CommandRegistry
         yield return TrainCommand.Create();
         yield return ServeCommand.Create();
         yield return ExportOnnxCommand.Create();
+        yield return SiloCommand.Create();
+        yield return JobCommand.Create();
     }
 }

@@ -62,7 +62,8 @@ internal sealed record WorkResult(
     [property: Id(1)] int Rows,
     [property: Id(2)] string Sha256,
     [property: Id(3)] long Bytes,
-    [property: Id(4)] double Seconds);
+    [property: Id(4)] double Seconds,
+    [property: Id(5)] string Backend);
 
 /// <summary>Where a job is.</summary>
 public enum JobPhase

@@ -1,0 +1,185 @@
+using System.Text.Json;
+using Ullme.MLNet.Orleans.Client;
+using Ullme.MLNet.Orleans.Corpus;
+using Ullme.MLNet.Orleans.Jobs;
+using Ullme.MLNet.Tests.Cli;
+using Ullme.MLNet.Tests.Infrastructure;
+
+namespace Ullme.MLNet.Tests.Orleans;
+
+/// <summary>
+/// Corpus jobs on real clusters of `ullme silo` processes on loopback: one silo killed with SIGKILL while it holds a
+/// lease, and the whole cluster killed and restarted mid-job. The output must be exactly the rows of a single-process
+/// `ullme embed` of the same file, each once, with the same vectors.
+/// </summary>
+[Collection(TorchCollection.Name)]
+public sealed class ClusterFaultTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("ullme-cluster-").FullName;
+    private readonly List<SiloProcess> _silos = [];
+
+    public void Dispose()
+    {
+        foreach (var s in _silos) s.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private string PathOf(string name) => Path.Combine(_dir, name);
+
+    private static readonly string[] Words =
+        "the a river mountain city protein network market quietly rapidly ancient modern study results patients model data light music garden".Split(' ');
+
+    /// <summary>A JSONL corpus of <paramref name="rows"/> distinct texts of 6-30 words, and the reference embeddings of
+    /// a single-process `ullme embed` of it.</summary>
+    private (string Corpus, float[,] Reference) Corpus(int rows)
+    {
+        string corpus = PathOf("corpus.jsonl");
+        var rng = new Random(17);
+        using (var w = new StreamWriter(corpus))
+            for (int i = 0; i < rows; i++)
+            {
+                int n = 6 + rng.Next(25);
+                string text = string.Join(' ', Enumerable.Range(0, n).Select(_ => Words[rng.Next(Words.Length)])) + $" number {i}";
+                w.WriteLine(JsonSerializer.Serialize(new { text }));
+            }
+        var (code, err) = CliTests.Run("embed", "--model", "default", "--input", corpus, "--output", PathOf("reference.npy"), "--threads", "1");
+        Assert.True(code == 0, err);
+        return (corpus, CliTests.ReadNpy(PathOf("reference.npy")));
+    }
+
+    private SiloProcess Silo(string state, int primary, int port, int gateway)
+    {
+        var s = SiloProcess.Start(state, primary, port, gateway);
+        _silos.Add(s);
+        return s;
+    }
+
+    private static async Task<string> Submit(string state, int primary, string corpus, string output, int shardRows, double leaseSeconds)
+    {
+        var (code, stdout, stderr) = await SiloProcess.RunCli(TimeSpan.FromMinutes(2), "job", "submit", "--cluster", $"localhost:{primary}", "--state-dir", state,
+            "--input", corpus, "--output", output, "--shard-rows", shardRows.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--lease-seconds", leaseSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture), "--batch-size", "8");
+        Assert.True(code == 0, $"job submit exited {code}: {stderr}");
+        return stdout.Trim();
+    }
+
+    /// <summary>Point 3 of the issue: every row once, ids as planned, vectors as `ullme embed`'s, manifest consistent.</summary>
+    private static void AssertSameAsSingleMachine(string output, float[,] reference, int shards)
+    {
+        var manifest = JobManifest.Read(Path.Combine(output, "manifest.json"));
+        Assert.Equal(reference.GetLength(0), manifest.Rows);
+        Assert.Equal(shards, manifest.Shards.Count);
+        Assert.Equal(shards, Directory.GetFiles(output, "part-*.parquet").Length);
+        Assert.False(Directory.Exists(Path.Combine(output, "_staging")) && Directory.EnumerateFileSystemEntries(Path.Combine(output, "_staging")).Any(),
+            "staging files left behind");
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        int dim = reference.GetLength(1);
+        foreach (var shard in manifest.Shards)
+        {
+            string path = Path.Combine(output, shard.File);
+            Assert.Equal(shard.Sha256, ShardFile.Sha256(path));
+            Assert.Equal(shard.Bytes, new FileInfo(path).Length);
+            var (ids, vectors, _) = ShardFile.Read(path);
+            Assert.Equal(shard.Rows, ids.Length);
+            for (int k = 0; k < ids.Length; k++)
+            {
+                Assert.True(seen.Add(ids[k]), $"row {ids[k]} appears twice");
+                Assert.StartsWith("corpus.jsonl:", ids[k]);
+                int row = int.Parse(ids[k]["corpus.jsonl:".Length..], System.Globalization.CultureInfo.InvariantCulture) - 1;
+                Assert.Equal(shard.StartRow + k, row);
+                Assert.Equal(dim, vectors[k].Length);
+                double dot = 0, na = 0, nb = 0;
+                for (int j = 0; j < dim; j++)
+                {
+                    dot += vectors[k][j] * reference[row, j];
+                    na += vectors[k][j] * vectors[k][j];
+                    nb += reference[row, j] * reference[row, j];
+                }
+                double cosine = dot / Math.Sqrt(na * nb);
+                Assert.True(cosine >= 0.99999, $"row {ids[k]}: cosine {cosine} against `ullme embed`");
+            }
+        }
+        Assert.Equal(reference.GetLength(0), seen.Count);
+    }
+
+    [AssetFact]
+    public async Task ASiloKilledWhileItHoldsALease_LosesNothing_AndTheOutputEqualsASingleMachineRun()
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;
+        var (corpus, reference) = Corpus(rows: 720);   // 24 work items of 30 rows
+        string state = PathOf("state"), output = PathOf("out");
+        int primary = SiloProcess.FreePort();
+        var a = Silo(state, primary, primary, SiloProcess.FreePort());
+        await a.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        var b = Silo(state, primary, SiloProcess.FreePort(), SiloProcess.FreePort());
+        var c = Silo(state, primary, SiloProcess.FreePort(), SiloProcess.FreePort());
+        await b.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        await c.WaitListeningAsync(TimeSpan.FromMinutes(3));
+
+        string job = await Submit(state, primary, corpus, output, shardRows: 30, leaseSeconds: 4);
+        await using var cluster = await UllmeCluster.ConnectAsync($"localhost:{primary}", state);
+
+        // Kill silo c with SIGKILL at a moment its log shows a lease it has not finished.
+        HashSet<int> held = [];
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        while (DateTime.UtcNow < deadline)
+        {
+            held = c.HeldItems(job);
+            if (held.Count > 0) break;
+            await Task.Delay(10);
+        }
+        Assert.True(held.Count > 0, $"silo c never held a lease; its log:\n{c.Log}");
+        c.Kill();
+        var before = await cluster.GetStatusAsync(job);
+        Assert.True(before!.ItemsDone < before.ItemsTotal, "the job finished before the kill; make it longer");
+
+        var final = await cluster.WaitAsync(job, cancellationToken: new CancellationTokenSource(TimeSpan.FromMinutes(5)).Token);
+        Assert.True(final.Phase == JobPhase.Completed, $"{final.Phase}; failed: {string.Join("; ", final.FailedItems.Select(f => f.Error))}\nlog a:\n{a.Log}\nlog b:\n{b.Log}");
+        Assert.Equal(24, final.ItemsTotal);
+        Assert.True(final.Retries >= held.Count, $"{final.Retries} retries; silo c held {held.Count} items when killed");
+        // the items c held were finished by the survivors
+        foreach (int item in held) Assert.True(a.LeasedItems(job).Contains(item) || b.LeasedItems(job).Contains(item), $"item {item} was not re-leased");
+        AssertSameAsSingleMachine(output, reference, shards: 24);
+    }
+
+    [AssetFact]
+    public async Task ARestartedCluster_ResumesTheJob_WithoutRedoingCommittedItems()
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;
+        var (corpus, reference) = Corpus(rows: 600);   // 30 work items of 20 rows
+        string state = PathOf("state"), output = PathOf("out");
+        int primary = SiloProcess.FreePort(), gatewayA = SiloProcess.FreePort(), portB = SiloProcess.FreePort(), gatewayB = SiloProcess.FreePort();
+        var a = Silo(state, primary, primary, gatewayA);
+        await a.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        var b = Silo(state, primary, portB, gatewayB);
+        await b.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        string job = await Submit(state, primary, corpus, output, shardRows: 20, leaseSeconds: 4);
+
+        // Let a third of the items commit, then kill the whole cluster at once.
+        var deadline = DateTime.UtcNow.AddMinutes(3);
+        while (Directory.GetFiles(output, "part-*.parquet").Length < 10 && DateTime.UtcNow < deadline) await Task.Delay(20);
+        a.Kill();
+        b.Kill();
+        var committed = Directory.GetFiles(output, "part-*.parquet").ToDictionary(f => f, f => (File.GetLastWriteTimeUtc(f), ShardFile.Sha256(f)));
+        Assert.InRange(committed.Count, 10, 29);
+
+        var a2 = Silo(state, primary, primary, gatewayA);
+        await a2.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        var b2 = Silo(state, primary, portB, gatewayB);
+        await b2.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        await using var cluster = await UllmeCluster.ConnectAsync($"localhost:{primary}", state);
+        var final = await cluster.WaitAsync(job, cancellationToken: new CancellationTokenSource(TimeSpan.FromMinutes(5)).Token);
+        Assert.True(final.Phase == JobPhase.Completed, $"{final.Phase}\nlog a2:\n{a2.Log}\nlog b2:\n{b2.Log}");
+
+        // committed shards were not rewritten, and no silo of the new cluster leased their items again
+        foreach (var (file, (mtime, sha)) in committed)
+        {
+            Assert.Equal(mtime, File.GetLastWriteTimeUtc(file));
+            Assert.Equal(sha, ShardFile.Sha256(file));
+            int item = int.Parse(Path.GetFileNameWithoutExtension(file)["part-".Length..], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.False(a2.LeasedItems(job).Contains(item) || b2.LeasedItems(job).Contains(item), $"committed item {item} was embedded again");
+        }
+        Assert.True(a2.LeasedItems(job).Count + b2.LeasedItems(job).Count >= 30 - committed.Count);
+        AssertSameAsSingleMachine(output, reference, shards: 30);
+    }
+}
