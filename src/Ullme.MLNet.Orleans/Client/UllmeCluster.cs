@@ -61,7 +61,9 @@ public sealed class UllmeCluster : IAsyncDisposable
                     o.ConnectionString = connection.PostgresConnectionString!;
                 });
             }
-            client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(60));
+            // Our calls take milliseconds; a call that went through a gateway killed mid-call gets no answer at all, so it
+            // times out soon and is retried (Retry) through a live gateway instead of waiting Orleans' default 30 s.
+            client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(10));
         });
         var host = builder.Build();
         try
@@ -124,7 +126,7 @@ public sealed class UllmeCluster : IAsyncDisposable
 
     /// <summary>How long a call keeps retrying while the silo hosting a job's coordinator is being replaced (a killed
     /// silo is declared dead after a few missed probes; the coordinator then re-activates from storage elsewhere).</summary>
-    internal static TimeSpan FailoverTimeout { get; set; } = TimeSpan.FromSeconds(60);
+    internal static TimeSpan FailoverTimeout { get; set; } = TimeSpan.FromSeconds(90);
 
     private static async Task<T> Retry<T>(Func<Task<T>> call)
     {

@@ -122,6 +122,9 @@ public sealed class UllmeSilo : IAsyncDisposable
                 });
                 silo.ConfigureEndpoints(options.AdvertisedAddress ?? FirstAddress(), port, gateway, listenOnAnyHostAddress: true);
             }
+            // Job calls take milliseconds; one addressed to a silo killed mid-call is retried by the worker, so it should
+            // not wait Orleans' default 30 s for an answer that cannot come.
+            silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(15));
             silo.Configure<ClusterMembershipOptions>(o =>
             {
                 o.ProbeTimeout = options.ProbeTimeout;

@@ -47,18 +47,34 @@ public sealed class ClusterFaultTests : IDisposable
         return (corpus, CliTests.ReadNpy(PathOf("reference.npy")));
     }
 
-    private SiloProcess Silo(string state, int primary, int port, int gateway)
+    /// <summary>How the silos and clients of one test find each other: a localhost cluster (primary port, state
+    /// folder) or a PostgreSQL database (a cluster id of its own, so earlier runs' silos are not in its membership).</summary>
+    private sealed record Setup(string[] Args, string Cluster, string? StateDir, string? ClusterId)
     {
-        var s = SiloProcess.Start(state, primary, port, gateway);
+        public Task<UllmeCluster> ConnectAsync() => UllmeCluster.ConnectAsync(Cluster, StateDir, ClusterId);
+    }
+
+    private Setup Localhost(int primary) =>
+        new(["--cluster", $"localhost:{primary}", "--state-dir", PathOf("state")], $"localhost:{primary}", PathOf("state"), null);
+
+    private static Setup Postgres()
+    {
+        string id = "test-" + Guid.NewGuid().ToString("N")[..12];
+        return new(["--cluster", TestPostgres.ConnectionString!, "--cluster-id", id], TestPostgres.ConnectionString!, null, id);
+    }
+
+    private SiloProcess Silo(Setup setup, int port, int gateway)
+    {
+        var s = SiloProcess.Start(setup.Args, port, gateway);
         _silos.Add(s);
         return s;
     }
 
-    private static async Task<string> Submit(string state, int primary, string corpus, string output, int shardRows, double leaseSeconds)
+    private static async Task<string> Submit(Setup setup, string corpus, string output, int shardRows, double leaseSeconds)
     {
-        var (code, stdout, stderr) = await SiloProcess.RunCli(TimeSpan.FromMinutes(2), "job", "submit", "--cluster", $"localhost:{primary}", "--state-dir", state,
+        var (code, stdout, stderr) = await SiloProcess.RunCli(TimeSpan.FromMinutes(2), ["job", "submit", .. setup.Args,
             "--input", corpus, "--output", output, "--shard-rows", shardRows.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "--lease-seconds", leaseSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture), "--batch-size", "8");
+            "--lease-seconds", leaseSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture), "--batch-size", "8"]);
         Assert.True(code == 0, $"job submit exited {code}: {stderr}");
         return stdout.Trim();
     }
@@ -102,58 +118,83 @@ public sealed class ClusterFaultTests : IDisposable
         Assert.Equal(reference.GetLength(0), seen.Count);
     }
 
-    [AssetFact]
-    public async Task ASiloKilledWhileItHoldsALease_LosesNothing_AndTheOutputEqualsASingleMachineRun()
+    [Fact]
+    public Task ASiloKilledWhileItHoldsALease_LosesNothing_AndTheOutputEqualsASingleMachineRun()
+    {
+        // localhost clustering keeps its membership on the primary silo: kill another one
+        int primary = SiloProcess.FreePort();
+        return KillOneSilo(Localhost(primary), primary, killFirst: false);
+    }
+
+    [PostgresFact]
+    public Task OnPostgres_AnySiloMayBeKilled_EvenTheFirst_AndTheOutputEqualsASingleMachineRun() =>
+        KillOneSilo(Postgres(), SiloProcess.FreePort(), killFirst: true);
+
+    private async Task KillOneSilo(Setup setup, int firstPort, bool killFirst)
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;
         var (corpus, reference) = Corpus(rows: 720);   // 24 work items of 30 rows
-        string state = PathOf("state"), output = PathOf("out");
-        int primary = SiloProcess.FreePort();
-        var a = Silo(state, primary, primary, SiloProcess.FreePort());
-        await a.WaitListeningAsync(TimeSpan.FromMinutes(3));
-        var b = Silo(state, primary, SiloProcess.FreePort(), SiloProcess.FreePort());
-        var c = Silo(state, primary, SiloProcess.FreePort(), SiloProcess.FreePort());
-        await b.WaitListeningAsync(TimeSpan.FromMinutes(3));
-        await c.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        string output = PathOf("out");
+        var first = Silo(setup, firstPort, SiloProcess.FreePort());
+        await first.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        var second = Silo(setup, SiloProcess.FreePort(), SiloProcess.FreePort());
+        var third = Silo(setup, SiloProcess.FreePort(), SiloProcess.FreePort());
+        await second.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        await third.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        var victim = killFirst ? first : third;
+        var survivors = killFirst ? new[] { second, third } : [first, second];
 
-        string job = await Submit(state, primary, corpus, output, shardRows: 30, leaseSeconds: 4);
-        await using var cluster = await UllmeCluster.ConnectAsync($"localhost:{primary}", state);
+        string job = await Submit(setup, corpus, output, shardRows: 30, leaseSeconds: 4);
+        await using var cluster = await setup.ConnectAsync();
 
-        // Kill silo c with SIGKILL at a moment its log shows a lease it has not finished.
+        // SIGKILL the victim at a moment its log shows a lease it has not finished, with work left for the others.
         HashSet<int> held = [];
         var deadline = DateTime.UtcNow.AddMinutes(3);
         while (DateTime.UtcNow < deadline)
         {
-            held = c.HeldItems(job);
-            if (held.Count > 0) break;
+            if (victim.HeldItems(job).Count > 0)
+            {
+                var now = await cluster.GetStatusAsync(job);
+                if (now!.ItemsDone + now.ItemsLeased > now.ItemsTotal - 4) Assert.Fail($"the job is nearly done and the victim held nothing yet ({now.ItemsDone}/{now.ItemsTotal}); make it longer");
+                if (victim.HeldItems(job).Count > 0) break;
+            }
             await Task.Delay(10);
         }
-        Assert.True(held.Count > 0, $"silo c never held a lease; its log:\n{c.Log}");
-        c.Kill();
-        var before = await cluster.GetStatusAsync(job);
-        Assert.True(before!.ItemsDone < before.ItemsTotal, "the job finished before the kill; make it longer");
+        victim.Kill();
+        held = victim.HeldItems(job);   // its whole log, read to the end after it died
+        Assert.True(held.Count > 0, $"the victim never held a lease; its log:\n{victim.Log}");
 
         var final = await cluster.WaitAsync(job, cancellationToken: new CancellationTokenSource(TimeSpan.FromMinutes(5)).Token);
-        Assert.True(final.Phase == JobPhase.Completed, $"{final.Phase}; failed: {string.Join("; ", final.FailedItems.Select(f => f.Error))}\nlog a:\n{a.Log}\nlog b:\n{b.Log}");
+        Assert.True(final.Phase == JobPhase.Completed,
+            $"{final.Phase}; failed: {string.Join("; ", final.FailedItems.Select(f => f.Error))}\nlogs:\n{string.Join("\n---\n", survivors.Select(s => s.Log))}");
         Assert.Equal(24, final.ItemsTotal);
-        Assert.True(final.Retries >= held.Count, $"{final.Retries} retries; silo c held {held.Count} items when killed");
-        // the items c held were finished by the survivors
-        foreach (int item in held) Assert.True(a.LeasedItems(job).Contains(item) || b.LeasedItems(job).Contains(item), $"item {item} was not re-leased");
+        Assert.True(final.Retries >= held.Count, $"{final.Retries} retries; the victim held {held.Count} items when killed");
+        foreach (int item in held)
+            Assert.True(survivors.Any(s => s.LeasedItems(job).Contains(item)), $"item {item} was not re-leased");
         AssertSameAsSingleMachine(output, reference, shards: 24);
     }
 
-    [AssetFact]
-    public async Task ARestartedCluster_ResumesTheJob_WithoutRedoingCommittedItems()
+    [Fact]
+    public Task ARestartedCluster_ResumesTheJob_WithoutRedoingCommittedItems()
+    {
+        int primary = SiloProcess.FreePort();
+        return RestartCluster(Localhost(primary), primary);
+    }
+
+    [PostgresFact]
+    public Task OnPostgres_ARestartedCluster_ResumesTheJob_WithoutRedoingCommittedItems() => RestartCluster(Postgres(), SiloProcess.FreePort());
+
+    private async Task RestartCluster(Setup setup, int primary)
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;
         var (corpus, reference) = Corpus(rows: 600);   // 30 work items of 20 rows
-        string state = PathOf("state"), output = PathOf("out");
-        int primary = SiloProcess.FreePort(), gatewayA = SiloProcess.FreePort(), portB = SiloProcess.FreePort(), gatewayB = SiloProcess.FreePort();
-        var a = Silo(state, primary, primary, gatewayA);
+        string output = PathOf("out");
+        int gatewayA = SiloProcess.FreePort(), portB = SiloProcess.FreePort(), gatewayB = SiloProcess.FreePort();
+        var a = Silo(setup, primary, gatewayA);
         await a.WaitListeningAsync(TimeSpan.FromMinutes(3));
-        var b = Silo(state, primary, portB, gatewayB);
+        var b = Silo(setup, portB, gatewayB);
         await b.WaitListeningAsync(TimeSpan.FromMinutes(3));
-        string job = await Submit(state, primary, corpus, output, shardRows: 20, leaseSeconds: 4);
+        string job = await Submit(setup, corpus, output, shardRows: 20, leaseSeconds: 4);
 
         // Let a third of the items commit, then kill the whole cluster at once.
         var deadline = DateTime.UtcNow.AddMinutes(3);
@@ -163,11 +204,11 @@ public sealed class ClusterFaultTests : IDisposable
         var committed = Directory.GetFiles(output, "part-*.parquet").ToDictionary(f => f, f => (File.GetLastWriteTimeUtc(f), ShardFile.Sha256(f)));
         Assert.InRange(committed.Count, 10, 29);
 
-        var a2 = Silo(state, primary, primary, gatewayA);
+        var a2 = Silo(setup, primary, gatewayA);
         await a2.WaitListeningAsync(TimeSpan.FromMinutes(3));
-        var b2 = Silo(state, primary, portB, gatewayB);
+        var b2 = Silo(setup, portB, gatewayB);
         await b2.WaitListeningAsync(TimeSpan.FromMinutes(3));
-        await using var cluster = await UllmeCluster.ConnectAsync($"localhost:{primary}", state);
+        await using var cluster = await setup.ConnectAsync();
         var final = await cluster.WaitAsync(job, cancellationToken: new CancellationTokenSource(TimeSpan.FromMinutes(5)).Token);
         Assert.True(final.Phase == JobPhase.Completed, $"{final.Phase}\nlog a2:\n{a2.Log}\nlog b2:\n{b2.Log}");
 

@@ -54,15 +54,16 @@ internal sealed partial class SiloProcess : IDisposable
 
     public bool HasExited => _process.HasExited;
 
-    public static SiloProcess Start(string stateDir, int primaryPort, int port, int gatewayPort, params string[] extra)
+    public static SiloProcess Start(IReadOnlyList<string> clusterArgs, int port, int gatewayPort, params string[] extra)
     {
         string dll = typeof(UllmeCli).Assembly.Location;
-        var args = new List<string>
-        {
-            dll, "silo", "--model", "default", "--cluster", $"localhost:{primaryPort}", "--state-dir", stateDir,
+        var args = new List<string> { dll, "silo", "--model", "default" };
+        args.AddRange(clusterArgs);
+        args.AddRange(
+        [
             "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "--gateway-port", gatewayPort.ToString(System.Globalization.CultureInfo.InvariantCulture), "--threads", "1",
-        };
+        ]);
         args.AddRange(extra);
         var psi = new ProcessStartInfo("dotnet", args) { RedirectStandardOutput = true, RedirectStandardError = true };
         return new SiloProcess(Process.Start(psi)!, port, gatewayPort);
@@ -98,7 +99,7 @@ internal sealed partial class SiloProcess : IDisposable
     {
         // SIGKILL: no shutdown code runs, as when a machine dies
         if (!_process.HasExited) _process.Kill(entireProcessTree: true);
-        _process.WaitForExit(10_000);
+        if (_process.WaitForExit(10_000)) _process.WaitForExit();   // the untimed wait also drains the redirected output
     }
 
     public void Dispose()
