@@ -71,8 +71,10 @@ internal static class JobCommand
                 LeaseSeconds = parse.GetValue(leaseSeconds),
                 MaxAttempts = parse.GetValue(maxAttempts),
             };
+            // Planned before connecting: a missing file, a bad column or a bad option is reported without a cluster.
+            var (planned, items) = UllmeCluster.Plan(spec, cancellationToken);
             await using var client = await Connect(parse, cluster, stateDir, clusterId, cancellationToken);
-            var status = await client.SubmitAsync(spec, parse.GetValue(jobId), cancellationToken);
+            var status = await client.SubmitPlannedAsync(planned, items, parse.GetValue(jobId));
             CliConsole.Note($"{status.JobId}: {status.ItemsTotal} work items, {status.RowsTotal} rows → {status.OutputDirectory}");
             Console.Out.WriteLine(status.JobId);
             Console.Out.Flush();
@@ -90,8 +92,9 @@ internal static class JobCommand
         var command = new Command(name, description) { id, cluster, stateDir, clusterId, Json };
         command.SetAction(async (parse, cancellationToken) =>
         {
+            string jobId = UllmeCluster.CheckId(parse.GetValue(id)!);
             await using var client = await Connect(parse, cluster, stateDir, clusterId, cancellationToken);
-            return await run(client, parse.GetValue(id)!, parse, cancellationToken);
+            return await run(client, jobId, parse, cancellationToken);
         });
         return command;
     }

@@ -69,7 +69,7 @@ public sealed class UllmeCluster : IAsyncDisposable
         try
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(30));
+            timeout.CancelAfter(ConnectTimeout);
             await host.StartAsync(timeout.Token);
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
@@ -80,11 +80,21 @@ public sealed class UllmeCluster : IAsyncDisposable
         return new UllmeCluster(host);
     }
 
+    /// <summary>How long <see cref="ConnectAsync"/> tries to reach a gateway.</summary>
+    internal static TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Plans <paramref name="spec"/>'s inputs into work items and starts the job; returns its first status
     /// (its <see cref="EmbeddingJobStatus.JobId"/> names it from then on). The output folder must be new or empty.</summary>
     public async Task<EmbeddingJobStatus> SubmitAsync(EmbeddingJobSpec spec, string? jobId = null, CancellationToken cancellationToken = default)
     {
         var (planned, items) = Plan(spec, cancellationToken);
+        return await SubmitPlannedAsync(planned, items, jobId);
+    }
+
+    /// <summary>Starts a job <see cref="Plan"/> already planned (the CLI plans before it connects, so a bad input is
+    /// reported without a cluster).</summary>
+    internal async Task<EmbeddingJobStatus> SubmitPlannedAsync(EmbeddingJobSpec planned, List<WorkItem> items, string? jobId)
+    {
         string id = jobId ?? NewJobId();
         if (!IsJobId(id)) throw new UllmeException($"job id '{id}': use letters, digits, '-' and '_' (at most 64).");
         var existing = await GetStatusAsync(id);
@@ -193,6 +203,6 @@ public sealed class UllmeCluster : IAsyncDisposable
 
     private static bool IsJobId(string id) => id.Length is > 0 and <= 64 && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_');
 
-    private static string CheckId(string jobId) =>
+    internal static string CheckId(string jobId) =>
         IsJobId(jobId) ? jobId : throw new UllmeException($"job id '{jobId}': use letters, digits, '-' and '_' (at most 64).");
 }
