@@ -9,7 +9,7 @@ namespace Ullme.MLNet.Benchmarks;
 /// <summary>The end-to-end benchmark: every figure of docs/performance.md from one process on one machine.</summary>
 public static class BenchRunner
 {
-    private static readonly string[] AllSections = ["gemm", "minilm", "tokenizers", "mfu", "training", "scaling", "onnx"];
+    private static readonly string[] AllSections = ["gemm", "minilm", "tokenizers", "mfu", "training", "scaling", "onnx", "cluster"];
 
     public static int Run(string[] args)
     {
@@ -38,6 +38,7 @@ public static class BenchRunner
         if (only.Contains("training")) Section(ctx, "training", TrainingSection.Run);
         if (only.Contains("scaling")) Section(ctx, "scaling", ScalingSection.Run);
         if (only.Contains("onnx")) Section(ctx, "onnx", OnnxSection.Run);
+        if (only.Contains("cluster")) Section(ctx, "cluster", ClusterSection.Run);
         HeadlinePlot(ctx);
 
         report.Machine["load_average_at_end"] = Machine.LoadAverage();

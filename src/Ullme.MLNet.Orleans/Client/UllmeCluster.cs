@@ -28,6 +28,9 @@ public sealed class UllmeCluster : IAsyncDisposable
     private readonly IHost _host;
     private readonly IClusterClient _client;
 
+    /// <summary>The Orleans client (the coordinator benchmark drives the job grain with it).</summary>
+    internal IClusterClient Client => _client;
+
     private UllmeCluster(IHost host)
     {
         _host = host;

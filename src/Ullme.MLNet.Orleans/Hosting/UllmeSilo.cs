@@ -73,7 +73,14 @@ public sealed class UllmeSilo : IAsyncDisposable
     public static UllmeSilo Create(UllmeModel model, UllmeSiloOptions? options = null, string backend = "torch")
     {
         ArgumentNullException.ThrowIfNull(model);
-        options ??= new UllmeSiloOptions();
+        return Build(model, options ?? new UllmeSiloOptions(), backend);
+    }
+
+    /// <summary>A silo without a model or worker: it hosts coordinators only (the coordinator benchmark).</summary>
+    internal static UllmeSilo CreateCoordinatorOnly(UllmeSiloOptions options) => Build(null, options, "");
+
+    private static UllmeSilo Build(UllmeModel? model, UllmeSiloOptions options, string backend)
+    {
         var connection = ClusterConnection.Parse(options.Cluster, options.StateDirectory, options.ClusterId);
         int port = options.Port ?? connection.PrimaryPort;
         int gateway = options.GatewayPort ?? ClusterConnection.DefaultGatewayPort;
@@ -90,9 +97,12 @@ public sealed class UllmeSilo : IAsyncDisposable
             .AddFilter("Polly", LogLevel.Error).AddFilter("Microsoft", LogLevel.Warning);
         options.ConfigureLogging?.Invoke(builder.Logging);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
-        builder.Services.AddSingleton(new SiloModel(model, backend));
-        builder.Services.AddSingleton(new WorkerIdentity($"{Dns.GetHostName()}:{port}/{Environment.ProcessId}"));
-        builder.Services.AddHostedService<EmbeddingWorker>();
+        if (model is not null)
+        {
+            builder.Services.AddSingleton(new SiloModel(model, backend));
+            builder.Services.AddSingleton(new WorkerIdentity($"{Dns.GetHostName()}:{port}/{Environment.ProcessId}"));
+            builder.Services.AddHostedService<EmbeddingWorker>();
+        }
         builder.UseOrleans(silo =>
         {
             if (connection.IsLocalhost)

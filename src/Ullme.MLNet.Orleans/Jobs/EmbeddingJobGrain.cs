@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Orleans.Concurrency;
 using Ullme.MLNet.IO;
 
 namespace Ullme.MLNet.Orleans.Jobs;
@@ -9,7 +10,14 @@ namespace Ullme.MLNet.Orleans.Jobs;
 /// committed by renaming the worker's staging file to its final name, only while the item is not committed yet: a
 /// second completion of the same item (a worker whose lease had expired) is refused and its file deleted, so every
 /// row appears in the output once.
+/// <para>
+/// The grain is reentrant so that state writes are group commits: every call changes the ledger synchronously (no
+/// await between its check and its change, so calls never see each other half-done), then waits for a write that
+/// began after its change. While one write runs, the changes of every call that arrives meanwhile go out in the next
+/// one, so the coordinator's rate is bounded by its call handling, not by one ledger write per call.
+/// </para>
 /// </summary>
+[Reentrant]
 internal sealed class EmbeddingJobGrain(
     [PersistentState("job", ClusterNames.Storage)] IPersistentState<JobLedger> state,
     IGrainFactory grains,
@@ -30,7 +38,7 @@ internal sealed class EmbeddingJobGrain(
             Ledger.Start(this.GetPrimaryKeyString(), spec, items, DateTime.UtcNow);
             Directory.CreateDirectory(JobPaths.Staging(spec.OutputDirectory));
             if (Ledger.Phase == JobPhase.Completed) WriteManifest();
-            await state.WriteStateAsync();
+            await PersistAsync();
             if (Ledger.Phase == JobPhase.Running) await grains.GetGrain<IJobRegistryGrain>(IJobRegistryGrain.Key).AddAsync(Ledger.JobId);
             logger.LogInformation("Job {Job}: {Items} work items, {Rows} rows → {Output}", Ledger.JobId, items.Count, items.Sum(i => (long)i.Rows), spec.OutputDirectory);
         }
@@ -58,7 +66,7 @@ internal sealed class EmbeddingJobGrain(
         var lease = Ledger.Lease(worker, now, Guid.NewGuid().ToString("N"));
         if (lease is not null || changed)
         {
-            await state.WriteStateAsync();
+            await PersistAsync();
             if (Ledger.Phase != JobPhase.Running) await Finished();
         }
         return lease;
@@ -87,7 +95,7 @@ internal sealed class EmbeddingJobGrain(
         File.Move(staging, final, overwrite: true);   // a shard left by a commit whose state write was lost is the same item's
         Ledger.Committed(item, Path.GetFileName(final), result, DateTime.UtcNow);
         if (Ledger.Phase == JobPhase.Completed) WriteManifest();
-        await state.WriteStateAsync();
+        await PersistAsync();
         if (Ledger.Phase != JobPhase.Running) await Finished();
         return true;
     }
@@ -96,13 +104,13 @@ internal sealed class EmbeddingJobGrain(
     {
         if (!Ledger.Fail(item, leaseId, error, DateTime.UtcNow)) return;
         logger.LogWarning("Job {Job}, item {Item} ({File}, row {Row}): {Error}", Ledger.JobId, item, Ledger.Items[item].File, Ledger.Items[item].StartRow + 1, error);
-        await state.WriteStateAsync();
+        await PersistAsync();
         if (Ledger.Phase != JobPhase.Running) await Finished();
     }
 
     public async Task ReleaseAsync(int item, string leaseId)
     {
-        if (Ledger.Release(item, leaseId)) await state.WriteStateAsync();
+        if (Ledger.Release(item, leaseId)) await PersistAsync();
     }
 
     /// <summary>
@@ -145,9 +153,43 @@ internal sealed class EmbeddingJobGrain(
 
     private bool _recoveryChecked;
 
+    private Task? _writer;
+    private bool _dirty;
+    private TaskCompletionSource? _nextWrite;
+
+    /// <summary>Returns once a state write that started after the caller's change has completed (see the class notes).</summary>
+    private Task PersistAsync()
+    {
+        _dirty = true;
+        var wait = _nextWrite ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _writer ??= WriteLoopAsync();
+        return wait.Task;
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        await Task.Yield();   // let the calls queued behind this one add their changes to the first write
+        while (_dirty)
+        {
+            _dirty = false;
+            var done = _nextWrite!;
+            _nextWrite = null;
+            try
+            {
+                await state.WriteStateAsync();
+                done.SetResult();
+            }
+            catch (Exception e)
+            {
+                done.SetException(e);
+            }
+        }
+        _writer = null;
+    }
+
     private async Task Finished()
     {
-        await state.WriteStateAsync();
+        await PersistAsync();
         await grains.GetGrain<IJobRegistryGrain>(IJobRegistryGrain.Key).RemoveAsync(Ledger.JobId);
         logger.LogInformation("Job {Job}: {Phase}", Ledger.JobId, Ledger.Phase);
     }
