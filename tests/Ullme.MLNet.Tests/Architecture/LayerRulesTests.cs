@@ -25,9 +25,10 @@ public sealed class LayerRulesTests
     private static readonly ArchAssembly Server = typeof(Ullme.MLNet.Server.UllmeServer).Assembly;
     private static readonly ArchAssembly Cli = typeof(Ullme.Cli.UllmeCli).Assembly;
     private static readonly ArchAssembly Onnx = typeof(Ullme.MLNet.Onnx.UllmeOnnx).Assembly;
+    private static readonly ArchAssembly Orleans = typeof(Ullme.MLNet.Orleans.Client.UllmeCluster).Assembly;
 
     private static readonly ArchUnitNET.Domain.Architecture Ours =
-        new ArchLoader().LoadAssemblies(Core, DefaultModel, Evaluation, Training, MLNet, ExtensionsAI, Server, Cli, Onnx).Build();
+        new ArchLoader().LoadAssemblies(Core, DefaultModel, Evaluation, Training, MLNet, ExtensionsAI, Server, Cli, Onnx, Orleans).Build();
 
     /// <summary>ML.NET's assemblies (Microsoft.ML, Microsoft.ML.Core, .Data, .StandardTrainers, ...), not the tokenizers
     /// nor ONNX Runtime (Microsoft.ML.OnnxRuntime, which the ONNX backend uses without ML.NET).</summary>
@@ -38,7 +39,7 @@ public sealed class LayerRulesTests
     [Fact]
     public void The_engine_references_no_training_evaluation_or_MLNet_code()
     {
-        foreach (var other in new[] { Training, Evaluation, MLNet, DefaultModel, ExtensionsAI, Server, Cli, Onnx })
+        foreach (var other in new[] { Training, Evaluation, MLNet, DefaultModel, ExtensionsAI, Server, Cli, Onnx, Orleans })
             Types().That().ResideInAssembly(Core).Should().NotDependOnAnyTypesThat().ResideInAssemblyMatching(Exactly(other))
                 .Because($"the engine ({Core.GetName().Name}) is the bottom layer").Check(Ours);
         Types().That().ResideInAssembly(Core).Should().NotDependOnAnyTypesThat().ResideInAssemblyMatching(MLNetAssemblies)
@@ -56,6 +57,17 @@ public sealed class LayerRulesTests
                 .Because($"{Onnx.GetName().Name} exports and runs the engine's models and nothing else").Check(Ours);
         Types().That().ResideInAssembly(Core).Should().NotDependOnAnyTypesThat().ResideInAssemblyMatching(@"^Microsoft\.ML\.OnnxRuntime")
             .Because("the engine finds the ONNX backend by name (OnnxBackendLocator) and never needs ONNX Runtime itself").Check(Ours);
+    }
+
+    [Fact]
+    public void The_Orleans_cluster_sits_on_the_engine_alone_and_nothing_but_the_CLI_uses_it()
+    {
+        foreach (var other in new[] { Training, Evaluation, MLNet, DefaultModel, ExtensionsAI, Server, Cli, Onnx })
+            Types().That().ResideInAssembly(Orleans).Should().NotDependOnAnyTypesThat().ResideInAssemblyMatching(Exactly(other))
+                .Because($"{Orleans.GetName().Name} embeds corpora with the engine's models and nothing else").Check(Ours);
+        foreach (var user in new[] { Core, DefaultModel, Evaluation, Training, MLNet, ExtensionsAI, Server, Onnx })
+            Types().That().ResideInAssembly(user).Should().NotDependOnAnyTypesThat().ResideInAssemblyMatching(@"^(Orleans\.|Microsoft\.Orleans)")
+                .Because("only applications that run a cluster carry Orleans").Check(Ours);
     }
 
     [Fact]
