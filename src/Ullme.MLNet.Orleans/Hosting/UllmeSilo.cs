@@ -97,12 +97,6 @@ public sealed class UllmeSilo : IAsyncDisposable
             .AddFilter("Polly", LogLevel.Error).AddFilter("Microsoft", LogLevel.Warning);
         options.ConfigureLogging?.Invoke(builder.Logging);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));
-        if (model is not null)
-        {
-            builder.Services.AddSingleton(new SiloModel(model, backend));
-            builder.Services.AddSingleton(new WorkerIdentity($"{Dns.GetHostName()}:{port}/{Environment.ProcessId}"));
-            builder.Services.AddHostedService<EmbeddingWorker>();
-        }
         builder.UseOrleans(silo =>
         {
             if (connection.IsLocalhost)
@@ -141,6 +135,14 @@ public sealed class UllmeSilo : IAsyncDisposable
                 o.NumMissedProbesLimit = options.MissedProbesLimit;
             });
         });
+        if (model is not null)
+        {
+            // Registered after the silo: hosted services stop in reverse order, so the worker gives its lease back
+            // while the silo can still send the call.
+            builder.Services.AddSingleton(new SiloModel(model, backend));
+            builder.Services.AddSingleton(new WorkerIdentity($"{Dns.GetHostName()}:{port}/{Environment.ProcessId}"));
+            builder.Services.AddHostedService<EmbeddingWorker>();
+        }
         return new UllmeSilo(builder.Build(), connection, port, gateway);
     }
 

@@ -223,4 +223,29 @@ public sealed class ClusterFaultTests : IDisposable
         Assert.True(a2.LeasedItems(job).Count + b2.LeasedItems(job).Count >= 30 - committed.Count);
         AssertSameAsSingleMachine(output, reference, shards: 30);
     }
+
+    [Fact]
+    public async Task ASiloStoppedWithSigterm_GivesItsLeaseBack_SoTheItemMovesAtOnce()
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS()) return;
+        var (corpus, reference) = Corpus(rows: 600);   // 2 items of 300 rows, each seconds of work on one thread
+        int primary = SiloProcess.FreePort(), gateway = SiloProcess.FreePort();
+        var setup = Localhost(primary);
+        string output = PathOf("out");
+        var a = Silo(setup, primary, gateway);
+        await a.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        string job = await Submit(setup, corpus, output, shardRows: 300, leaseSeconds: 600);   // an expiry would take 10 minutes
+        var deadline = DateTime.UtcNow.AddMinutes(2);
+        while (a.HeldItems(job).Count == 0 && DateTime.UtcNow < deadline) await Task.Delay(10);
+        Assert.True(a.HeldItems(job).Count > 0, a.Log);
+        Assert.Equal(0, a.Terminate(TimeSpan.FromMinutes(1)));
+
+        var b = Silo(setup, primary, gateway);
+        await b.WaitListeningAsync(TimeSpan.FromMinutes(3));
+        await using var cluster = await setup.ConnectAsync();
+        var final = await cluster.WaitAsync(job, cancellationToken: new CancellationTokenSource(TimeSpan.FromMinutes(3)).Token);
+        Assert.Equal(JobPhase.Completed, final.Phase);
+        Assert.Equal(0, final.Retries);   // a release is not a failed attempt
+        AssertSameAsSingleMachine(output, reference, shards: 2);
+    }
 }

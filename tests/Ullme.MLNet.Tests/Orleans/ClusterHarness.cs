@@ -95,6 +95,16 @@ internal sealed partial class SiloProcess : IDisposable
     [GeneratedRegex(@"Job (\S+): item (\d+) (committed|was committed by another|lost its lease|failed)")]
     private static partial Regex EndedLine();
 
+    /// <summary>Sends SIGTERM (what a container runtime or systemd sends to stop a service) and waits for the exit.</summary>
+    public int Terminate(TimeSpan timeout)
+    {
+        using (var kill = Process.Start(new ProcessStartInfo("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))!)
+            kill.WaitForExit();
+        if (!_process.WaitForExit(timeout)) throw new Xunit.Sdk.XunitException($"the silo did not exit within {timeout} of SIGTERM; its log:\n{Log}");
+        _process.WaitForExit();
+        return _process.ExitCode;
+    }
+
     public void Kill()
     {
         // SIGKILL: no shutdown code runs, as when a machine dies
