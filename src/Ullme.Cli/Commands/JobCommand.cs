@@ -13,11 +13,13 @@ internal static class JobCommand
 {
     public static Command Create()
     {
-        var command = new Command("job", "Corpus embedding jobs on a cluster of `ullme silo`s: submit, status, wait, cancel.");
+        var command = new Command("job", "Corpus embedding jobs on a cluster of `ullme silo`s: submit, status, wait, cancel, retry, list.");
         command.Subcommands.Add(Submit());
         command.Subcommands.Add(IdCommand("status", "Show a job's progress: rows done/total, rows/s, ETA, failed items.", Status));
         command.Subcommands.Add(IdCommand("wait", "Wait for a job to finish, with a progress bar; exit 0 when it completed, 1 when it failed or was cancelled.", Wait));
         command.Subcommands.Add(IdCommand("cancel", "Cancel a job: no more items are leased; committed shards stay.", Cancel));
+        command.Subcommands.Add(IdCommand("retry", "Run a failed or cancelled job again: its unfinished items get fresh attempts; committed shards stay.", RetryJob));
+        command.Subcommands.Add(List());
         return command;
     }
 
@@ -116,6 +118,29 @@ internal static class JobCommand
         var status = await client.CancelAsync(id) ?? throw new UllmeException($"no job '{id}' on this cluster.");
         Print(status, parse.GetValue(Json));
         return 0;
+    }
+
+    private static async Task<int> RetryJob(UllmeCluster client, string id, ParseResult parse, CancellationToken ct)
+    {
+        var status = await client.RetryAsync(id) ?? throw new UllmeException($"no job '{id}' on this cluster.");
+        if (status.Phase == JobPhase.Completed) CliConsole.Note($"{id} is already completed; nothing to retry.");
+        Print(status, parse.GetValue(Json));
+        return 0;
+    }
+
+    private static Command List()
+    {
+        var cluster = ClusterOptions.Cluster();
+        var stateDir = ClusterOptions.StateDirectory();
+        var clusterId = ClusterOptions.ClusterId();
+        var command = new Command("list", "Print the ids of the running jobs, one a line.") { cluster, stateDir, clusterId };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            await using var client = await Connect(parse, cluster, stateDir, clusterId, cancellationToken);
+            foreach (string id in await client.ListRunningAsync()) Console.Out.WriteLine(id);
+            return 0;
+        });
+        return command;
     }
 
     private static Task<int> Wait(UllmeCluster client, string id, ParseResult parse, CancellationToken ct) => WaitFor(client, id, ct, parse.GetValue(Json));

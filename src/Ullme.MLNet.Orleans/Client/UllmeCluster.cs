@@ -124,7 +124,15 @@ public sealed class UllmeCluster : IAsyncDisposable
         var files = CorpusFiles.Expand(spec.Inputs);
         foreach (string f in files)
             if (IO.PathGuard.IsSameOrInside(f, output)) throw new UllmeException($"input '{f}' is inside --output '{spec.OutputDirectory}'.");
-        var items = CorpusPlanner.Plan(files, spec.TextColumn, spec.IdColumn, spec.ShardRows, cancellationToken);
+        var stamps = files.ToDictionary(f => f, f => { var fi = new FileInfo(f); return (fi.Length, fi.LastWriteTimeUtc); }, StringComparer.Ordinal);
+        var items = CorpusPlanner.Plan(files, spec.TextColumn, spec.IdColumn, spec.ShardRows, cancellationToken)
+            .Select(i => i with { FileLength = stamps[i.File].Length, FileWriteUtc = stamps[i.File].LastWriteTimeUtc }).ToList();
+        foreach (var (file, before) in stamps)
+        {
+            var now = new FileInfo(file);
+            if (now.Length != before.Length || now.LastWriteTimeUtc != before.LastWriteTimeUtc)
+                throw new UllmeException($"'{file}' changed while it was planned; submit again once it is complete.");
+        }
         return (spec with { Inputs = files, OutputDirectory = output }, items);
     }
 
@@ -133,6 +141,10 @@ public sealed class UllmeCluster : IAsyncDisposable
 
     /// <summary>Cancels the job: no item is leased any more; committed shards stay. Null when no job has that id.</summary>
     public Task<EmbeddingJobStatus?> CancelAsync(string jobId) => Retry(() => _client.GetGrain<IEmbeddingJobGrain>(CheckId(jobId)).CancelAsync());
+
+    /// <summary>Runs a failed or cancelled job again: its failed and unfinished items are queued with fresh attempts
+    /// (after the cause is fixed, e.g. a malformed input line); committed shards stay. Null when no job has that id.</summary>
+    public Task<EmbeddingJobStatus?> RetryAsync(string jobId) => Retry(() => _client.GetGrain<IEmbeddingJobGrain>(CheckId(jobId)).RetryAsync());
 
     /// <summary>The ids of the running jobs.</summary>
     public Task<string[]> ListRunningAsync() => Retry(() => _client.GetGrain<IJobRegistryGrain>(IJobRegistryGrain.Key).ActiveAsync());

@@ -81,7 +81,11 @@ internal sealed partial class EmbeddingWorker(IGrainFactory grains, SiloModel mo
         bool keepStaging = false;
         try
         {
-            var rows = await Task.Run(() => CorpusReader.Read(item, spec.TextColumn, spec.IdColumn, work.Token), work.Token);
+            var rows = await Task.Run(() =>
+            {
+                item.CheckUnchanged();
+                return CorpusReader.Read(item, spec.TextColumn, spec.IdColumn, work.Token);
+            }, work.Token);
             var options = Options(spec);
             var result = await Task.Run(() => model.Engine.EmbedDetailed(rows.Select(r => r.Text).ToList(), options, null, work.Token), work.Token);
             Directory.CreateDirectory(JobPaths.Staging(spec.OutputDirectory));

@@ -54,6 +54,18 @@ internal sealed class EmbeddingJobGrain(
         return Ledger.Status(DateTime.UtcNow);
     }
 
+    public async Task<EmbeddingJobStatus?> RetryAsync()
+    {
+        if (!Ledger.Started) return null;
+        if (Ledger.Retry())
+        {
+            await PersistAsync();
+            await grains.GetGrain<IJobRegistryGrain>(IJobRegistryGrain.Key).AddAsync(Ledger.JobId);
+            logger.LogInformation("Job {Job}: running again ({Items} items left)", Ledger.JobId, Ledger.Records.Count(r => r.Status != ItemStatus.Done));
+        }
+        return Ledger.Status(DateTime.UtcNow);
+    }
+
     public async Task<WorkLease?> LeaseAsync(WorkerInfo worker)
     {
         if (!Ledger.Started) return null;

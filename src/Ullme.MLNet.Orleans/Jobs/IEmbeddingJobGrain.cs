@@ -12,6 +12,9 @@ internal interface IEmbeddingJobGrain : IGrainWithStringKey
 
     Task<EmbeddingJobStatus?> CancelAsync();
 
+    /// <summary>Runs a failed or cancelled job again (its unfinished items, with fresh attempts); null when no such job.</summary>
+    Task<EmbeddingJobStatus?> RetryAsync();
+
     /// <summary>The next item for <paramref name="worker"/>, or null when none is free (all leased or done, or the
     /// worker's model is not the job's).</summary>
     Task<WorkLease?> LeaseAsync(WorkerInfo worker);

@@ -36,7 +36,26 @@ internal sealed record WorkItem(
     [property: Id(3)] int Rows,
     [property: Id(4)] long ByteOffset,
     [property: Id(5)] long StartLine,
-    [property: Id(6)] string IdPrefix);
+    [property: Id(6)] string IdPrefix)
+{
+    /// <summary>The input's length and last write time when the job was planned (0 / default: not recorded); a worker
+    /// refuses an item whose file changed since, because its offsets and row numbers no longer hold.</summary>
+    [Id(7)] public long FileLength { get; init; }
+
+    /// <inheritdoc cref="FileLength"/>
+    [Id(8)] public DateTime FileWriteUtc { get; init; }
+
+    /// <summary>Throws when <see cref="File"/> is not the file that was planned.</summary>
+    public void CheckUnchanged()
+    {
+        if (FileLength == 0) return;
+        var info = new FileInfo(File);
+        if (!info.Exists) throw new UllmeException($"'{File}' no longer exists (the job was planned on it).");
+        if (info.Length != FileLength || info.LastWriteTimeUtc != FileWriteUtc)
+            throw new UllmeException($"'{File}' changed since the job was planned ({FileLength} bytes at {FileWriteUtc:O}, now {info.Length} at {info.LastWriteTimeUtc:O}); " +
+                "its row offsets no longer hold. Submit a new job for the changed input.");
+    }
+}
 
 /// <summary>A work item leased to one worker until it renews, completes, fails or releases it.</summary>
 [GenerateSerializer, Immutable]

@@ -159,6 +159,23 @@ internal sealed class JobLedger
         return true;
     }
 
+    /// <summary>Runs a failed or cancelled job again: its failed and unfinished items go back to the queue with fresh
+    /// attempts; committed items stay committed. False when the job is running or completed.</summary>
+    public bool Retry()
+    {
+        if (Phase is not (JobPhase.Failed or JobPhase.Canceled)) return false;
+        foreach (var r in Records)
+        {
+            if (r.Status == ItemStatus.Done) continue;
+            r.Status = ItemStatus.Pending;
+            r.LeaseId = null;
+            r.Attempts = 0;
+        }
+        Phase = JobPhase.Running;
+        FinishedUtc = null;
+        return true;
+    }
+
     public bool Cancel(DateTime now)
     {
         if (Phase != JobPhase.Running) return false;

@@ -72,3 +72,29 @@ public sealed class JobCliTests : IDisposable
         Assert.Contains("job id '../../etc'", err);
     }
 }
+
+/// <summary>Planning records each input's size and time, and a worker refuses an input changed since.</summary>
+public sealed class PlannedInputTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("ullme-plan-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void AnInputChangedAfterPlanning_IsRefused_NotReadAtStaleOffsets()
+    {
+        string input = Path.Combine(_dir, "a.jsonl");
+        File.WriteAllLines(input, Enumerable.Range(0, 10).Select(i => $"{{\"text\": \"row {i}\"}}"));
+        var (spec, items) = Ullme.MLNet.Orleans.Client.UllmeCluster.Plan(
+            new Ullme.MLNet.Orleans.Jobs.EmbeddingJobSpec { Inputs = [input], OutputDirectory = Path.Combine(_dir, "out"), ShardRows = 4 }, CancellationToken.None);
+        Assert.Equal(3, items.Count);
+        Assert.Equal(new FileInfo(input).Length, items[0].FileLength);
+        items[2].CheckUnchanged();   // as planned
+
+        File.WriteAllLines(input, Enumerable.Range(0, 10).Select(i => $"{{\"text\": \"a longer row {i}\"}}"));
+        var e = Assert.Throws<UllmeException>(() => items[2].CheckUnchanged());
+        Assert.Contains("changed since the job was planned", e.Message);
+        Assert.Contains(input, e.Message);
+        Assert.Equal(input, spec.Inputs.Single());
+    }
+}

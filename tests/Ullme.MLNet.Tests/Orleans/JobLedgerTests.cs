@@ -170,4 +170,27 @@ public sealed class JobLedgerTests
         var spec = new EmbeddingJobSpec { Inputs = ["/in/a.txt"], OutputDirectory = "/out" };
         Assert.Throws<ArgumentException>(() => new JobLedger().Start("j", spec, [new WorkItem(1, "/in/a.txt", 0, 1, 0, 1, "a.txt")], T0));
     }
+
+    [Fact]
+    public void Retrying_AFailedJob_QueuesOnlyItsUnfinishedItems_WithFreshAttempts()
+    {
+        var ledger = Started(3, maxAttempts: 1);
+        var ok = ledger.Lease(A, T0, "ok")!;
+        ledger.Committed(0, "part-00000.parquet", Result(ok), T0);
+        ledger.Lease(A, T0, "bad");
+        ledger.Fail(1, "bad", "a.txt:21: not valid JSON", T0);
+        Assert.False(ledger.Retry());                     // still running (item 2)
+        var last = ledger.Lease(B, T0, "last")!;
+        ledger.Committed(2, "part-00002.parquet", Result(last), T0);
+        Assert.Equal(JobPhase.Failed, ledger.Phase);
+
+        Assert.True(ledger.Retry());
+        Assert.Equal(JobPhase.Running, ledger.Phase);
+        var again = ledger.Lease(A, T0.AddSeconds(1), "again")!;
+        Assert.Equal((1, 1), (again.Item.Index, again.Attempt));
+        Assert.Null(ledger.Lease(B, T0.AddSeconds(1), "none"));   // items 0 and 2 stay committed
+        ledger.Committed(1, "part-00001.parquet", Result(again), T0.AddSeconds(2));
+        Assert.Equal(JobPhase.Completed, ledger.Phase);
+        Assert.False(ledger.Retry());
+    }
 }
