@@ -43,13 +43,14 @@ public sealed class UllmeCluster : IAsyncDisposable
         CancellationToken cancellationToken = default)
     {
         var connection = ClusterConnection.Parse(cluster, stateDirectory, clusterId);
+        int[] gateways = connection.IsLocalhost ? connection.LiveGateways() : [];
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Logging.ClearProviders();
         builder.UseOrleansClient(client =>
         {
             if (connection.IsLocalhost)
             {
-                client.UseLocalhostClustering(connection.LiveGateways(), ClusterNames.ServiceId, connection.ClusterId);
+                client.UseLocalhostClustering(gateways, ClusterNames.ServiceId, connection.ClusterId);
             }
             else
             {

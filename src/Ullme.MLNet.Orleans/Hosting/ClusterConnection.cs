@@ -70,8 +70,8 @@ internal sealed record ClusterConnection
         }
     }
 
-    /// <summary>The gateway ports of the live silos of a localhost cluster (the primary's default gateway when none
-    /// announced itself).</summary>
+    /// <summary>The gateway ports of the live silos of a localhost cluster; an error when none is alive (never a
+    /// guess: a default port could belong to another cluster on this machine).</summary>
     public int[] LiveGateways()
     {
         var ports = new List<int>();
@@ -88,7 +88,10 @@ internal sealed record ClusterConnection
                     // a silo writing or withdrawing its entry right now
                 }
             }
-        return ports.Count > 0 ? [.. ports.Order()] : [DefaultGatewayPort];
+        if (ports.Count == 0)
+            throw new UllmeException($"cannot reach the cluster at {this}: no live silo has announced a gateway in '{GatewayFolder}' " +
+                "(start one with `ullme silo`, with the same --cluster and --state-dir).");
+        return [.. ports.Order()];
     }
 
     private static bool Alive(int pid)
