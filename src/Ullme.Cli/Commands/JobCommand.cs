@@ -16,9 +16,9 @@ internal static class JobCommand
         var command = new Command("job", "Corpus embedding jobs on a cluster of `ullme silo`s: submit, status, wait, cancel, retry, list.");
         command.Subcommands.Add(Submit());
         command.Subcommands.Add(IdCommand("status", "Show a job's progress: rows done/total, rows/s, ETA, failed items.", Status));
-        command.Subcommands.Add(IdCommand("wait", "Wait for a job to finish, with a progress bar; exit 0 when it completed, 1 when it failed or was cancelled.", Wait));
-        command.Subcommands.Add(IdCommand("cancel", "Cancel a job: no more items are leased; committed shards stay.", Cancel));
-        command.Subcommands.Add(IdCommand("retry", "Run a failed or cancelled job again: its unfinished items get fresh attempts; committed shards stay.", RetryJob));
+        command.Subcommands.Add(IdCommand("wait", "Wait for a job to finish, with a progress bar; exit 0 when it completed, 1 when it failed or was canceled.", Wait));
+        command.Subcommands.Add(IdCommand("cancel", "Cancel a job (phase canceled): no more items are leased; committed shards stay.", Cancel));
+        command.Subcommands.Add(IdCommand("retry", "Run a failed or canceled job again: its unfinished items get fresh attempts; committed shards stay.", RetryJob));
         command.Subcommands.Add(List());
         return command;
     }

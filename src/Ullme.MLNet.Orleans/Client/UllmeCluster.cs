@@ -79,7 +79,8 @@ public sealed class UllmeCluster : IAsyncDisposable
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             host.Dispose();
-            throw new UllmeException($"cannot reach the cluster at {connection}: {e.Message} (is a silo running? `ullme silo --cluster {cluster}`)", e);
+            string why = e is OperationCanceledException ? $"no gateway answered within {ConnectTimeout.TotalSeconds:0} s" : e.Message;
+            throw new UllmeException($"cannot reach the cluster at {connection}: {why} (is a silo running? `ullme silo --cluster {cluster}`)", e);
         }
         return new UllmeCluster(host);
     }
@@ -128,6 +129,11 @@ public sealed class UllmeCluster : IAsyncDisposable
         var stamps = files.ToDictionary(f => f, f => { var fi = new FileInfo(f); return (fi.Length, fi.LastWriteTimeUtc); }, StringComparer.Ordinal);
         var items = CorpusPlanner.Plan(files, spec.TextColumn, spec.IdColumn, spec.ShardRows, cancellationToken)
             .Select(i => i with { FileLength = stamps[i.File].Length, FileWriteUtc = stamps[i.File].LastWriteTimeUtc }).ToList();
+        // JSONL has no header to check: read each file's first row now, so a wrong --text-column / --id-column is an
+        // error here rather than a failed item on every silo.
+        foreach (var first in items.GroupBy(i => i.File).Select(g => g.First()))
+            if (Path.GetExtension(first.File).ToLowerInvariant() is ".jsonl" or ".ndjson")
+                CorpusReader.Read(first with { Rows = 1 }, spec.TextColumn, spec.IdColumn, cancellationToken);
         foreach (var (file, before) in stamps)
         {
             var now = new FileInfo(file);

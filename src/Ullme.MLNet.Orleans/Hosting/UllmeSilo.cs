@@ -94,6 +94,7 @@ public sealed class UllmeSilo : IAsyncDisposable
         builder.Logging.ClearProviders();
         // Orleans' own notes (ServerGC advice, placement retries while the cluster forms) stay out of the operator's log.
         builder.Logging.AddFilter("Orleans", LogLevel.Warning).AddFilter("Orleans.Runtime.Silo", LogLevel.Error)
+            .AddFilter("Orleans.Runtime.Watchdog", LogLevel.Error)
             .AddFilter("Polly", LogLevel.Error).AddFilter("Microsoft", LogLevel.Warning);
         options.ConfigureLogging?.Invoke(builder.Logging);
         builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(30));

@@ -201,6 +201,7 @@ internal sealed class EmbeddingJobGrain(
 
     private async Task Finished()
     {
+        if (Ledger.Phase != JobPhase.Completed) TryDeleteEmpty(JobPaths.Staging(Ledger.Spec!.OutputDirectory));
         await PersistAsync();
         await grains.GetGrain<IJobRegistryGrain>(IJobRegistryGrain.Key).RemoveAsync(Ledger.JobId);
         logger.LogInformation("Job {Job}: {Phase}", Ledger.JobId, Ledger.Phase);

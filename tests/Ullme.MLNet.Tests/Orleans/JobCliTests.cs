@@ -31,6 +31,11 @@ public sealed class JobCliTests : IDisposable
         Assert.Contains("'text'", err);
         Assert.Contains("body", err);
 
+        (code, err) = Submit("--input", PathOf("a.jsonl"), "--output", PathOf("out"), "--text-column", "body");   // JSONL: no header, first row read
+        Assert.NotEqual(0, code);
+        Assert.Contains("a.jsonl:1", err);
+        Assert.Contains("body", err);
+
         (code, err) = Submit("--input", PathOf("a.jsonl"), "--output", PathOf("out"), "--shard-rows", "0");
         Assert.NotEqual(0, code);
         Assert.Contains("--shard-rows", err);
