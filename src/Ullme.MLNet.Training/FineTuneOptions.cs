@@ -75,6 +75,11 @@ public sealed record FineTuneOptions
     /// <see cref="ContrastiveLoss.Symmetric"/>. Default false.</summary>
     public bool SymmetricContrastive { get; init; }
 
+    /// <summary>False-negative masking: a candidate whose text equals a query's positive (a duplicate positive of
+    /// another row, or a hard negative that is the positive) is left out of that query's negatives instead of being
+    /// pushed away. See <see cref="ContrastiveLoss.FalseNegatives"/>. Default false.</summary>
+    public bool MaskFalseNegatives { get; init; }
+
     /// <summary>Matryoshka: also train the contrastive loss on these prefix widths of the embedding (e.g. 768, 256, 64;
     /// include the full width to keep training it), summed with <see cref="MatryoshkaWeights"/>. Null (default) = the
     /// full embedding only. See <see cref="MatryoshkaLoss"/>.</summary>

@@ -58,6 +58,8 @@ internal sealed class TrainingObjective
         }
 
         internal int BatchSize { get; }
+        /// <summary>The batch's false negatives [Q, Q + N] by text, or null (masking off, or none).</summary>
+        internal bool[,]? Excluded { get; init; }
         /// <summary>Queries of the batch that have a preference pair (at least one negative).</summary>
         internal int Pairs { get; }
         /// <summary>Scored tokens of all positives of the batch (the LM loss's token-mean denominator).</summary>
@@ -72,15 +74,21 @@ internal sealed class TrainingObjective
     /// <summary>Starts the tally of <paramref name="batch"/>; <paramref name="generation"/> is its whole generation
     /// batch (null when no generation term is on).</summary>
     public Tally Begin(IReadOnlyList<TrainingExample> batch, GenerationBatch? generation) =>
-        new(batch.Count, batch.Count(e => e.Negatives.Count > 0), generation?.PositiveTokens ?? 0);
+        new(batch.Count, batch.Count(e => e.Negatives.Count > 0), generation?.PositiveTokens ?? 0)
+        {
+            Excluded = _options.MaskFalseNegatives
+                ? ContrastiveLoss.FalseNegatives(batch.Select(e => e.Positive).ToList(), batch.SelectMany(e => e.Negatives).ToList())
+                : null,
+        };
 
     /// <summary>λ_cl·InfoNCE over the batch (in-batch positives and every hard negative); null when λ_cl = 0.</summary>
     public Tensor? Contrastive(Tally tally, EmbeddingInputs e)
     {
         if (Weights.Contrastive <= 0) return null;
+        using var excluded = tally.Excluded is { } mask ? torch.tensor(mask, device: e.Queries.device) : null;
         var loss = _matryoshka is not null
-            ? _matryoshka.Compute(e.Queries, e.Positives, e.Negatives)
-            : _contrastive.Compute(e.Queries, e.Positives, e.Negatives);
+            ? _matryoshka.Compute(e.Queries, e.Positives, e.Negatives, excluded)
+            : _contrastive.ComputeMasked(e.Queries, e.Positives, e.Negatives, excluded);
         tally.Contrastive = Value(loss);
         return Scaled(loss, Weights.Contrastive);
     }

@@ -58,6 +58,7 @@ internal static class TrainCommand
         var decay = new Option<string>("--decay") { Description = "cosine | linear | constant after warm-up.", DefaultValueFactory = _ => "cosine" };
         var weightDecay = new Option<double>("--weight-decay") { Description = "AdamW decoupled weight decay.", DefaultValueFactory = _ => 0 };
         var maxGradNorm = new Option<double?>("--max-grad-norm") { Description = "Clip the global gradient norm (default: no clipping)." };
+        var maskFalseNegatives = new Option<bool>("--mask-false-negatives") { Description = "Leave a candidate whose text equals a query's positive (a duplicate positive, a negative that is the positive) out of that query's negatives." };
         var symmetric = new Option<bool>("--symmetric") { Description = "Symmetric InfoNCE: also train each positive to pick its own query among the batch's queries (the two directions averaged)." };
         var matryoshkaDims = new Option<string?>("--matryoshka-dims") { Description = "Matryoshka: also train the contrastive loss on these prefix widths, comma-separated (e.g. 768,512,256,128,64); embed later with --dimensions N." };
         var matryoshkaWeights = new Option<string?>("--matryoshka-weights") { Description = "One weight per --matryoshka-dims entry, comma-separated (default 1 each)." };
@@ -92,7 +93,7 @@ internal static class TrainCommand
         var command = new Command("train", "Fine-tune an embedding model (contrastive, contrastive-lm, dpo or grl) and write the tuned model.")
         {
             model, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
-            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
+            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, maskFalseNegatives, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
             maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, noPlot, dtype, device, threads, allowNonFinite,
         };
@@ -135,6 +136,7 @@ internal static class TrainCommand
                 {
                     Temperature = parse.GetValue(temperature),
                     SymmetricContrastive = parse.GetValue(symmetric),
+                    MaskFalseNegatives = parse.GetValue(maskFalseNegatives),
                     MatryoshkaDimensions = ParseList(parse.GetValue(matryoshkaDims), "--matryoshka-dims", s => int.Parse(s, CultureInfo.InvariantCulture)),
                     MatryoshkaWeights = ParseList(parse.GetValue(matryoshkaWeights), "--matryoshka-weights", s => double.Parse(s, CultureInfo.InvariantCulture)),
                     Beta = parse.GetValue(beta),

@@ -52,7 +52,17 @@ public sealed class ContrastiveLoss
     /// <param name="positives">[Q, H]; row i is query i's positive.</param>
     /// <param name="hardNegatives">[N, H] every hard negative of the batch (any query's), or null/empty.</param>
     /// <returns>Scalar loss.</returns>
-    public Tensor Compute(Tensor queries, Tensor positives, Tensor? hardNegatives = null)
+    public Tensor Compute(Tensor queries, Tensor positives, Tensor? hardNegatives = null) => ComputeMasked(queries, positives, hardNegatives, null);
+
+    /// <summary>The loss with some candidates left out of some queries' softmax (false-negative masking).</summary>
+    /// <param name="queries">[Q, H].</param>
+    /// <param name="positives">[Q, H]; row i is query i's positive.</param>
+    /// <param name="hardNegatives">[N, H] or null.</param>
+    /// <param name="excluded">Bool [Q, Q + N] in the candidate order above (positives, then hard negatives): true where
+    /// candidate j is not a negative of query i (e.g. <see cref="FalseNegatives"/>); its logit becomes −∞, so it takes
+    /// no share of the softmax and gets no gradient. Never true on a query's own positive. In the symmetric direction
+    /// the positives' block [Q, Q] masks the queries the same way. Null: nothing excluded.</param>
+    public Tensor ComputeMasked(Tensor queries, Tensor positives, Tensor? hardNegatives, Tensor? excluded)
     {
         if (Temperature <= 0 || !double.IsFinite(Temperature))
             throw new UllmeException($"ContrastiveLoss: Temperature must be a positive number, got {Temperature}.");
@@ -73,14 +83,45 @@ public sealed class ContrastiveLoss
             ? cat([LossChecks.Upcast(positives), LossChecks.Upcast(hardNegatives)], 0)   // [Q + N, H]
             : LossChecks.Upcast(positives);                                                 // [Q, H]
         var logits = Scores(q, candidates, Similarity).Div(Temperature);                   // [Q, Q + N]
-        var target = ScalarOps.Arange(q.shape[0], ScalarType.Int64, q.device);              // [Q]
+        long count = q.shape[0];
+        if (excluded is not null)
+        {
+            if (excluded.dtype != ScalarType.Bool || !excluded.shape.SequenceEqual(logits.shape))
+                throw new UllmeException($"ContrastiveLoss: excluded must be a bool tensor [{string.Join(", ", logits.shape)}], got {excluded.dtype} [{string.Join(", ", excluded.shape)}].");
+            if (excluded.narrow(1, 0, count).diagonal().any().item<bool>())
+                throw new UllmeException("ContrastiveLoss: excluded masks a query's own positive.");
+            logits = logits.MaskedFill(excluded.to(logits.device), double.NegativeInfinity);
+        }
+        var target = ScalarOps.Arange(count, ScalarType.Int64, q.device);                   // [Q]
         var loss = nn.functional.cross_entropy(logits, target);
         if (Symmetric)
         {
             var reverse = Scores(LossChecks.Upcast(positives), q, Similarity).Div(Temperature);  // [Q, Q]: p_i against every query
+            if (excluded is not null) reverse = reverse.MaskedFill(excluded.narrow(1, 0, count).to(reverse.device), double.NegativeInfinity);
             loss = loss.Add(nn.functional.cross_entropy(reverse, target)).Mul(0.5);
         }
         return loss.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// False negatives of a batch by text: candidate j (positives in query order, then the hard negatives flattened in
+    /// query order) is excluded from query i's negatives when its text equals query i's positive (ordinal), j ≠ i. So a
+    /// duplicate positive elsewhere in the batch, or a hard negative that is in fact the positive, is not pushed away.
+    /// Returns null when nothing is excluded.
+    /// </summary>
+    public static bool[,]? FalseNegatives(IReadOnlyList<string> positives, IReadOnlyList<string> hardNegatives)
+    {
+        int q = positives.Count;
+        var mask = new bool[q, q + hardNegatives.Count];
+        bool any = false;
+        for (int i = 0; i < q; i++)
+            for (int j = 0; j < q + hardNegatives.Count; j++)
+            {
+                if (j == i) continue;
+                string candidate = j < q ? positives[j] : hardNegatives[j - q];
+                if (string.Equals(candidate, positives[i], StringComparison.Ordinal)) any = mask[i, j] = true;
+            }
+        return any ? mask : null;
     }
 
     /// <summary>Pairwise scores [A, B] between rows of <paramref name="a"/> [A, H] and <paramref name="b"/> [B, H].</summary>

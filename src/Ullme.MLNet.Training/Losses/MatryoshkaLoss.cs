@@ -29,7 +29,8 @@ public sealed class MatryoshkaLoss
     /// <param name="queries">[Q, H].</param>
     /// <param name="positives">[Q, H].</param>
     /// <param name="hardNegatives">[N, H] or null.</param>
-    public Tensor Compute(Tensor queries, Tensor positives, Tensor? hardNegatives = null)
+    /// <param name="excluded">False-negative mask, see <see cref="ContrastiveLoss.ComputeMasked"/>; null: none.</param>
+    public Tensor Compute(Tensor queries, Tensor positives, Tensor? hardNegatives = null, Tensor? excluded = null)
     {
         Check(Dimensions, Weights, queries.shape[^1]);
         using var scope = NewDisposeScope();
@@ -37,7 +38,7 @@ public sealed class MatryoshkaLoss
         for (int k = 0; k < Dimensions.Count; k++)
         {
             long d = Dimensions[k];
-            var loss = Inner.Compute(queries.narrow(-1, 0, d), positives.narrow(-1, 0, d), hardNegatives?.narrow(-1, 0, d));
+            var loss = Inner.ComputeMasked(queries.narrow(-1, 0, d), positives.narrow(-1, 0, d), hardNegatives?.narrow(-1, 0, d), excluded);
             double w = Weights?[k] ?? 1.0;
             var term = w == 1.0 ? loss : loss.Mul(w);
             total = total is null ? term : total.Add(term);
