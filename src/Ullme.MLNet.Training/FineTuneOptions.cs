@@ -80,6 +80,15 @@ public sealed record FineTuneOptions
     /// pushed away. See <see cref="ContrastiveLoss.FalseNegatives"/>. Default false.</summary>
     public bool MaskFalseNegatives { get; init; }
 
+    /// <summary>A guide model in the spirit of GISTEmbed (Solatorio 2024): before each step it embeds the batch's
+    /// texts, and a candidate it scores above a query's own positive (cosine, guide embeddings) is left out of that
+    /// query's negatives, as a likely false negative. The guide is only read (no gradient), e.g.
+    /// <c>UllmeModel.Load("default")</c>; the caller owns and disposes it. Null (default): no guide.</summary>
+    /// <remarks>Not written to training.json or checkpoints (a model is not a setting); a resumed run takes the guide it
+    /// is given again.</remarks>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public Inference.UllmeModel? GuideModel { get; init; }
+
     /// <summary>Matryoshka: also train the contrastive loss on these prefix widths of the embedding (e.g. 768, 256, 64;
     /// include the full width to keep training it), summed with <see cref="MatryoshkaWeights"/>. Null (default) = the
     /// full embedding only. See <see cref="MatryoshkaLoss"/>.</summary>

@@ -74,12 +74,33 @@ internal sealed class TrainingObjective
     /// <summary>Starts the tally of <paramref name="batch"/>; <paramref name="generation"/> is its whole generation
     /// batch (null when no generation term is on).</summary>
     public Tally Begin(IReadOnlyList<TrainingExample> batch, GenerationBatch? generation) =>
-        new(batch.Count, batch.Count(e => e.Negatives.Count > 0), generation?.PositiveTokens ?? 0)
+        new(batch.Count, batch.Count(e => e.Negatives.Count > 0), generation?.PositiveTokens ?? 0) { Excluded = Excluded(batch) };
+
+    private EmbeddingEngine? _guide;
+
+    /// <summary>The candidates left out of each query's negatives: equal texts (<see cref="FineTuneOptions.MaskFalseNegatives"/>)
+    /// and those the guide model scores above the positive (<see cref="FineTuneOptions.GuideModel"/>); null when none.</summary>
+    private bool[,]? Excluded(IReadOnlyList<TrainingExample> batch)
+    {
+        if (Weights.Contrastive <= 0 || (!_options.MaskFalseNegatives && _options.GuideModel is null)) return null;
+        var positives = batch.Select(e => e.Positive).ToList();
+        var negatives = batch.SelectMany(e => e.Negatives).ToList();
+        var byText = _options.MaskFalseNegatives ? ContrastiveLoss.FalseNegatives(positives, negatives) : null;
+        bool[,]? byGuide = null;
+        if (_options.GuideModel is { } guide)
         {
-            Excluded = _options.MaskFalseNegatives
-                ? ContrastiveLoss.FalseNegatives(batch.Select(e => e.Positive).ToList(), batch.SelectMany(e => e.Negatives).ToList())
-                : null,
-        };
+            _guide ??= new EmbeddingEngine(guide);
+            var g = _guide.Embed([.. batch.Select(e => e.Query), .. positives, .. negatives]);
+            int q = batch.Count;
+            byGuide = ContrastiveLoss.GuidedFalseNegatives(g[..q], g[q..(2 * q)], g[(2 * q)..]);
+        }
+        if (byText is null) return byGuide;
+        if (byGuide is null) return byText;
+        for (int i = 0; i < byText.GetLength(0); i++)
+            for (int j = 0; j < byText.GetLength(1); j++)
+                byText[i, j] |= byGuide[i, j];
+        return byText;
+    }
 
     /// <summary>λ_cl·InfoNCE over the batch (in-batch positives and every hard negative); null when λ_cl = 0.</summary>
     public Tensor? Contrastive(Tally tally, EmbeddingInputs e)

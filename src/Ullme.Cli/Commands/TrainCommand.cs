@@ -59,6 +59,7 @@ internal static class TrainCommand
         var weightDecay = new Option<double>("--weight-decay") { Description = "AdamW decoupled weight decay.", DefaultValueFactory = _ => 0 };
         var maxGradNorm = new Option<double?>("--max-grad-norm") { Description = "Clip the global gradient norm (default: no clipping)." };
         var maskFalseNegatives = new Option<bool>("--mask-false-negatives") { Description = "Leave a candidate whose text equals a query's positive (a duplicate positive, a negative that is the positive) out of that query's negatives." };
+        var guideModel = new Option<string?>("--guide-model") { Description = "GISTEmbed-style guide (a model folder, Hub id or 'default'): in-batch candidates it scores above a query's positive are not that query's negatives." };
         var symmetric = new Option<bool>("--symmetric") { Description = "Symmetric InfoNCE: also train each positive to pick its own query among the batch's queries (the two directions averaged)." };
         var matryoshkaDims = new Option<string?>("--matryoshka-dims") { Description = "Matryoshka: also train the contrastive loss on these prefix widths, comma-separated (e.g. 768,512,256,128,64); embed later with --dimensions N." };
         var matryoshkaWeights = new Option<string?>("--matryoshka-weights") { Description = "One weight per --matryoshka-dims entry, comma-separated (default 1 each)." };
@@ -93,7 +94,7 @@ internal static class TrainCommand
         var command = new Command("train", "Fine-tune an embedding model (contrastive, contrastive-lm, dpo or grl) and write the tuned model.")
         {
             model, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
-            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, maskFalseNegatives, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
+            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, maskFalseNegatives, guideModel, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
             maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, noPlot, dtype, device, threads, allowNonFinite,
         };
@@ -126,6 +127,7 @@ internal static class TrainCommand
                 Resume = parse.GetValue(resume),
                 Overwrite = parse.GetValue(overwrite),
                 EvalSts = parse.GetValue(evalSts),
+                GuideModel = parse.GetValue(guideModel),
                 Plot = !parse.GetValue(noPlot),
                 LoadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!) with { AllowNonFiniteWeights = parse.GetValue(allowNonFinite) },
                 Pooling = CommonOptions.Pooling(parse.GetValue(pooling)),
@@ -181,6 +183,7 @@ internal static class TrainCommand
         public Ullme.MLNet.Onnx.OnnxQuantization? ExportOnnx { get; init; }
         public bool Overwrite { get; init; }
         public string? EvalSts { get; init; }
+        public string? GuideModel { get; init; }
         public bool Plot { get; init; }
         public required ModelLoadOptions LoadOptions { get; init; }
         public PoolingMode? Pooling { get; init; }
@@ -217,6 +220,7 @@ internal static class TrainCommand
         var folders = RunFolders.Prepare(s.Output, s.CheckpointDir, s.Resume, s.Overwrite);
 
         using var model = CliConsole.LoadModel(s.Model, s.LoadOptions);
+        using var guide = s.GuideModel is null ? null : CliConsole.LoadModel(s.GuideModel, new ModelLoadOptions { Threads = s.LoadOptions.Threads });
         var strategy = ResolveStrategy(s.Strategy, model);
         var preset = LossWeights.For(strategy);
         var weights = new LossWeights(s.Lambdas.Cl ?? preset.Contrastive, s.Lambdas.Lm ?? preset.LanguageModel,
@@ -230,6 +234,7 @@ internal static class TrainCommand
             EmbeddingAttention = s.Attention ?? defaults.Attention,
             MaxLength = s.MaxLength ?? defaults.MaxLength,
             CheckpointDirectory = folders.Checkpoints,
+            GuideModel = guide,
         };
         var tuner = new UllmeFineTuner(model, options);    // validates every option against the model
         var embedding = new EmbeddingOptions { Pooling = options.Pooling, Attention = options.EmbeddingAttention, MaxLength = options.MaxLength, BatchSize = 64 };

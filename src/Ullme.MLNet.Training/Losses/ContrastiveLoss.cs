@@ -124,6 +124,42 @@ public sealed class ContrastiveLoss
         return any ? mask : null;
     }
 
+    /// <summary>
+    /// GISTEmbed's guided filter: candidate j (same order as <see cref="FalseNegatives"/>) is excluded from query i's
+    /// negatives when the guide's cosine of (q_i, c_j) exceeds its cosine of (q_i, p_i), j ≠ i. Inputs are the guide's
+    /// embeddings; returns null when nothing is excluded.
+    /// </summary>
+    public static bool[,]? GuidedFalseNegatives(IReadOnlyList<float[]> queries, IReadOnlyList<float[]> positives, IReadOnlyList<float[]> hardNegatives)
+    {
+        int q = queries.Count;
+        if (positives.Count != q) throw new UllmeException($"ContrastiveLoss: {q} guide query embeddings but {positives.Count} positives.");
+        var mask = new bool[q, q + hardNegatives.Count];
+        bool any = false;
+        for (int i = 0; i < q; i++)
+        {
+            double own = Cosine(queries[i], positives[i]);
+            for (int j = 0; j < q + hardNegatives.Count; j++)
+            {
+                if (j == i) continue;
+                if (Cosine(queries[i], j < q ? positives[j] : hardNegatives[j - q]) > own) any = mask[i, j] = true;
+            }
+        }
+        return any ? mask : null;
+    }
+
+    private static double Cosine(float[] a, float[] b)
+    {
+        if (a.Length != b.Length) throw new UllmeException($"ContrastiveLoss: guide embeddings of widths {a.Length} and {b.Length}.");
+        double dot = 0, na = 0, nb = 0;
+        for (int k = 0; k < a.Length; k++)
+        {
+            dot += (double)a[k] * b[k];
+            na += (double)a[k] * a[k];
+            nb += (double)b[k] * b[k];
+        }
+        return na == 0 || nb == 0 ? 0 : dot / Math.Sqrt(na * nb);
+    }
+
     /// <summary>Pairwise scores [A, B] between rows of <paramref name="a"/> [A, H] and <paramref name="b"/> [B, H].</summary>
     public static Tensor Scores(Tensor a, Tensor b, ContrastiveSimilarity similarity)
     {

@@ -130,3 +130,65 @@ public class FalseNegativeObjectiveTests
         Assert.True(Math.Abs(plain.Contrastive!.Value - expected) > 1e-3);
     }
 }
+
+/// <summary>GISTEmbed's guided filter: a guide model's scores decide which in-batch candidates are false negatives.</summary>
+[Collection(TorchCollection.Name)]
+public class GuidedFalseNegativeTests
+{
+    [Fact]
+    public void ACandidateTheGuideScoresAboveThePositive_IsExcluded()
+    {
+        // guide embeddings in 2-D: query 0 is closer to n0 than to its positive; query 1 is closest to its own positive
+        float[][] q = [[1, 0], [0, 1]];
+        float[][] p = [[0.6f, 0.8f], [0.1f, 1]];
+        float[][] n = [[0.9f, 0.1f], [-1, 0]];
+        var mask = ContrastiveLoss.GuidedFalseNegatives(q, p, n)!;
+        Assert.Equal(new bool[,] { { false, false, true, false }, { false, false, false, false } }, mask);
+        Assert.Null(ContrastiveLoss.GuidedFalseNegatives([[1, 0]], [[1, 0]], [[0, 1]]));
+    }
+
+    [Fact]
+    public void TheObjectiveAsksTheGuideModel_AndUnitesItsMaskWithTheTextMask()
+    {
+        using var guide = Ullme.MLNet.Inference.UllmeModel.Load("default");
+        var batch = new List<Ullme.MLNet.Training.TrainingExample>
+        {
+            new("A man is playing a guitar.", "Someone makes music.", ["A man plays the guitar.", "The stock market fell."]),
+            new("The cat sleeps on the sofa.", "A cat is asleep on a couch.", ["Someone makes music."]),
+        };
+        var objective = new Ullme.MLNet.Training.TrainingObjective(new Ullme.MLNet.Training.FineTuneOptions { GuideModel = guide, MaskFalseNegatives = true });
+        var excluded = objective.Begin(batch, null).Excluded!;
+
+        var g = new Ullme.MLNet.Inference.EmbeddingEngine(guide).Embed(
+            ["A man is playing a guitar.", "The cat sleeps on the sofa.", "Someone makes music.", "A cat is asleep on a couch.",
+             "A man plays the guitar.", "The stock market fell.", "Someone makes music."]);
+        var byGuide = ContrastiveLoss.GuidedFalseNegatives(g[..2], g[2..4], g[4..])!;
+        Assert.True(byGuide[0, 2], "the guide should rank the paraphrase negative above the loose positive");
+        Assert.True(excluded[0, 2]);                 // from the guide
+        Assert.True(excluded[0, 4]);                 // from the text mask: query 1's negative is query 0's positive
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 5; j++)
+                Assert.Equal(byGuide[i, j] || (i == 0 && j == 4), excluded[i, j]);
+    }
+
+    [AssetFact]
+    public void TrainTakesAGuideModelAndTheTextMaskFromTheCommandLine()
+    {
+        string dir = Directory.CreateTempSubdirectory("ullme-guide-").FullName;
+        try
+        {
+            string data = Path.Combine(dir, "t.jsonl");
+            File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i =>
+                System.Text.Json.JsonSerializer.Serialize(new { query = $"q {i} about cats", positive = $"p {i} cats", negatives = new[] { $"n {i} dogs", "p 0 cats" } })));
+            var (code, err) = Ullme.MLNet.Tests.Cli.CliTests.Run("train", "--model", Assets.Stories260K, "--data", data, "--strategy", "contrastive",
+                "--output", Path.Combine(dir, "out"), "--full", "--lr", "1e-3", "--steps", "2", "--batch-size", "4",
+                "--guide-model", "default", "--mask-false-negatives", "--no-plot");
+            Assert.True(code == 0, err);
+            Assert.True(File.Exists(Path.Combine(dir, "out", "model.safetensors")));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
