@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Ullme.MLNet.IO;
@@ -81,7 +80,7 @@ internal sealed record ClusterConnection
                 try
                 {
                     var e = JsonSerializer.Deserialize<GatewayEntry>(File.ReadAllText(f));
-                    if (e is not null && Alive(e.Pid)) ports.Add(e.GatewayPort);
+                    if (e is not null && AtomicFile.IsAlive(e.Pid)) ports.Add(e.GatewayPort);
                 }
                 catch (Exception ex) when (ex is IOException or JsonException)
                 {
@@ -92,19 +91,6 @@ internal sealed record ClusterConnection
             throw new UllmeException($"cannot reach the cluster at {this}: no live silo has announced a gateway in '{GatewayFolder}' " +
                 "(start one with `ullme silo`, with the same --cluster and --state-dir).");
         return [.. ports.Order()];
-    }
-
-    private static bool Alive(int pid)
-    {
-        try
-        {
-            using var p = Process.GetProcessById(pid);
-            return !p.HasExited;
-        }
-        catch (ArgumentException)
-        {
-            return false;
-        }
     }
 
     private sealed record GatewayEntry(int GatewayPort, int Pid);

@@ -146,7 +146,7 @@ internal sealed partial class EmbeddingWorker(IGrainFactory grains, SiloModel mo
             catch (OperationCanceledException)
             {
             }
-            if (!keepStaging) TryDelete(staging);
+            if (!keepStaging) JobPaths.TryDelete(staging);
         }
     }
 
@@ -208,20 +208,6 @@ internal sealed partial class EmbeddingWorker(IGrainFactory grains, SiloModel mo
         Normalize = spec.Normalize,
         Dimensions = spec.Dimensions,
     };
-
-    private static void TryDelete(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
-    }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Asking for work failed ({Kind}: {Message}); trying again")]
     private partial void LogPollFailed(string kind, string message);

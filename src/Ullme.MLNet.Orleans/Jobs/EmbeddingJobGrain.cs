@@ -94,8 +94,8 @@ internal sealed class EmbeddingJobGrain(
             throw new ArgumentException($"the shard of item {item} must be staged as '{staging}', not '{result.StagingPath}'", nameof(result));
         if (!Ledger.CanCommit(item))
         {
-            TryDelete(staging);
-            if (Ledger.Phase == JobPhase.Completed) TryDeleteEmpty(JobPaths.Staging(spec.OutputDirectory));
+            JobPaths.TryDelete(staging);
+            if (Ledger.Phase == JobPhase.Completed) JobPaths.TryDeleteEmpty(JobPaths.Staging(spec.OutputDirectory));
             return false;
         }
         var info = new FileInfo(staging);
@@ -201,7 +201,7 @@ internal sealed class EmbeddingJobGrain(
 
     private async Task Finished()
     {
-        if (Ledger.Phase != JobPhase.Completed) TryDeleteEmpty(JobPaths.Staging(Ledger.Spec!.OutputDirectory));
+        if (Ledger.Phase != JobPhase.Completed) JobPaths.TryDeleteEmpty(JobPaths.Staging(Ledger.Spec!.OutputDirectory));
         await PersistAsync();
         await grains.GetGrain<IJobRegistryGrain>(IJobRegistryGrain.Key).RemoveAsync(Ledger.JobId);
         logger.LogInformation("Job {Job}: {Phase}", Ledger.JobId, Ledger.Phase);
@@ -224,28 +224,4 @@ internal sealed class EmbeddingJobGrain(
         }
     }
 
-    private static void TryDeleteEmpty(string folder)
-    {
-        try
-        {
-            if (Directory.Exists(folder) && !Directory.EnumerateFileSystemEntries(folder).Any()) Directory.Delete(folder);
-        }
-        catch (IOException)
-        {
-        }
-    }
-
-    private static void TryDelete(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (IOException)
-        {
-        }
-        catch (UnauthorizedAccessException)
-        {
-        }
-    }
 }

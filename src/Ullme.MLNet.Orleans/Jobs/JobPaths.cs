@@ -24,4 +24,28 @@ internal static class JobPaths
     }
 
     public static string Manifest(string output) => Path.Combine(output, ManifestName);
+
+    /// <summary>Deletes a staged shard if it is there (best effort: a leftover is swept when the job completes).</summary>
+    public static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    /// <summary>Removes <paramref name="folder"/> if it exists and is empty.</summary>
+    public static void TryDeleteEmpty(string folder)
+    {
+        try
+        {
+            if (Directory.Exists(folder) && !Directory.EnumerateFileSystemEntries(folder).Any()) Directory.Delete(folder);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
 }
