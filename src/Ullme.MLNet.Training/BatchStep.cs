@@ -3,6 +3,15 @@ using static TorchSharp.torch;
 
 namespace Ullme.MLNet.Training;
 
+/// <summary>One micro-batch forward and, with a stepper, backward: the step the training loop runs.</summary>
+internal interface ITrainingStep
+{
+    /// <param name="batch">The examples.</param>
+    /// <param name="indices">Their indices in the training data, or null.</param>
+    /// <param name="stepper">Receives the backward passes; null evaluates only.</param>
+    LossBreakdown Run(IReadOnlyList<TrainingExample> batch, int[]? indices, OptimizerStepper? stepper);
+}
+
 /// <summary>
 /// One micro-batch, forward and (when training) backward:
 /// <list type="number">
@@ -15,7 +24,7 @@ namespace Ullme.MLNet.Training;
 /// </list>
 /// Without a stepper (loss evaluation) nothing is back-propagated.
 /// </summary>
-internal sealed class BatchStep
+internal sealed class BatchStep : ITrainingStep
 {
     private readonly FineTuneOptions _options;
     private readonly TrainingObjective _objective;

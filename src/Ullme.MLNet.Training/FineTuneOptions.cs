@@ -25,6 +25,17 @@ public enum TrainingStrategy
 
     /// <summary>ULLME's GRL: InfoNCE + preference + KL consistency: λ = {1, 0, 1, 1}.</summary>
     Grl,
+
+    /// <summary>LLM2Vec's masked next-token prediction on plain text (decoders with a language-model head): a share
+    /// <see cref="FineTuneOptions.MaskRatio"/> of the tokens is masked and token i is predicted from the state at i − 1,
+    /// with <see cref="FineTuneOptions.EmbeddingAttention"/> (bidirectional by default). Its own objective: the λ weights
+    /// do not apply. Train on <see cref="TrainingData.FromTexts"/>.</summary>
+    Mntp,
+
+    /// <summary>Unsupervised SimCSE on plain text: each text embedded twice with dropout as the only augmentation
+    /// (decoders: attention dropout <see cref="FineTuneOptions.AttentionDropout"/>, 0.3 by default; BERT: its config's
+    /// dropouts), in-batch negatives, InfoNCE: λ = {1, 0, 0, 0}. Train on <see cref="TrainingData.FromTexts"/>.</summary>
+    SimCse,
 }
 
 /// <summary>The λ weights of L = λ_cl·L_cl + λ_lm·L_lm + λ_pref·L_pref + λ_kl·L_kl. A zero weight skips the term's
@@ -37,6 +48,8 @@ public sealed record LossWeights(double Contrastive, double LanguageModel, doubl
         TrainingStrategy.ContrastiveLm => new(1, 1, 0, 0),
         TrainingStrategy.Dpo => new(1, 0, 1, 0),
         TrainingStrategy.Grl => new(1, 0, 1, 1),
+        TrainingStrategy.SimCse => new(1, 0, 0, 0),
+        TrainingStrategy.Mntp => new(0, 0, 0, 0),
         _ => throw new UllmeException($"Unknown training strategy {strategy}."),
     };
 
@@ -96,6 +109,27 @@ public sealed record FineTuneOptions
 
     /// <summary>One weight per <see cref="MatryoshkaDimensions"/> entry; null = 1 each.</summary>
     public IReadOnlyList<double>? MatryoshkaWeights { get; init; }
+
+    // --- unsupervised (LLM2Vec) ---
+    /// <summary><see cref="TrainingStrategy.Mntp"/>: the share of each text's tokens (special tokens aside) chosen for
+    /// prediction; of those, 80% become <see cref="MaskToken"/>, 10% a random token and 10% stay (the
+    /// DataCollatorForLanguageModeling rule LLM2Vec trains with). Default 0.2 (LLM2Vec's Llama and Mistral recipes).</summary>
+    public double MaskRatio { get; init; } = 0.2;
+
+    /// <summary><see cref="TrainingStrategy.Mntp"/>: the token masked positions show: "unk" (the tokenizer's unknown
+    /// token), "eos", "pad", a token id, or a text that encodes to exactly one token. Null (default): "unk" when the
+    /// tokenizer has one, else "eos" — decoder tokenizers have no mask token, and LLM2Vec likewise reuses an existing
+    /// token rather than adding one.</summary>
+    public string? MaskToken { get; init; }
+
+    /// <summary>Decoders: dropout on the attention probabilities while training (HF <c>attention_dropout</c>). Null
+    /// (default): 0.3 for <see cref="TrainingStrategy.SimCse"/> (LLM2Vec's <c>simcse_dropout</c>), else the model
+    /// config's <c>attention_dropout</c> (0 when absent). Not settable for BERT encoders, which train with their
+    /// config's dropouts.</summary>
+    public double? AttentionDropout { get; init; }
+
+    /// <summary>The attention dropout a decoder trains with (see <see cref="AttentionDropout"/>); null = the model's own.</summary>
+    [JsonIgnore] internal double? EffectiveAttentionDropout => AttentionDropout ?? (Strategy == TrainingStrategy.SimCse ? 0.3 : null);
 
     // --- language model ---
     public LanguageModelReduction LanguageModelReduction { get; init; } = LanguageModelReduction.TokenMean;
@@ -194,10 +228,19 @@ public sealed record FineTuneOptions
     public void Validate()
     {
         var w = EffectiveWeights;
+        if (Strategy == TrainingStrategy.Mntp)
+        {
+            if (Weights is not null) throw OptionCheck.Error("FineTuneOptions.Weights", "must be null with Strategy = Mntp (masked next-token prediction is its own objective)");
+            if (!(MaskRatio > 0 && MaskRatio < 1)) throw OptionCheck.Error("FineTuneOptions.MaskRatio", $"must lie in (0, 1) (got {OptionCheck.Shown(MaskRatio)})");
+            if (MatryoshkaDimensions is not null || MaskFalseNegatives || GuideModel is not null || SymmetricContrastive)
+                throw new UllmeException("Strategy = Mntp trains no embeddings: MatryoshkaDimensions, MaskFalseNegatives, GuideModel and SymmetricContrastive do not apply.");
+        }
+        if (MaskToken is not null && Strategy != TrainingStrategy.Mntp) throw OptionCheck.Error("FineTuneOptions.MaskToken", "applies to Strategy = Mntp only");
+        if (AttentionDropout is { } ad && !(ad >= 0 && ad < 1)) throw OptionCheck.Error("FineTuneOptions.AttentionDropout", $"must lie in [0, 1) (got {OptionCheck.Shown(ad)})");
         foreach (var (name, value) in new[] { ("Contrastive", w.Contrastive), ("LanguageModel", w.LanguageModel), ("Preference", w.Preference), ("Consistency", w.Consistency) })
             if (!(value >= 0) || !double.IsFinite(value))
                 throw OptionCheck.Error("FineTuneOptions.Weights." + name, $"must be a non-negative number (got {OptionCheck.Shown(value)})");
-        if (w.Contrastive == 0 && !w.NeedsGeneration && w.Consistency == 0) throw new UllmeException("All loss weights are zero: nothing to train.");
+        if (Strategy != TrainingStrategy.Mntp && w.Contrastive == 0 && !w.NeedsGeneration && w.Consistency == 0) throw new UllmeException("All loss weights are zero: nothing to train.");
         OptionCheck.Positive(Temperature, "FineTuneOptions.Temperature");
         if (MatryoshkaDimensions is not null || MatryoshkaWeights is not null)
             MatryoshkaLoss.Check(MatryoshkaDimensions, MatryoshkaWeights, 0);

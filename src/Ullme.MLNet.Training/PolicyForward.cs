@@ -41,12 +41,15 @@ internal sealed class PolicyForward
     }
 
     /// <summary>Final states, with per-layer activation checkpointing when asked and gradients are recorded.</summary>
-    private Tensor Hidden(Tensor ids, Tensor mask, AttentionMode mode)
+    public Tensor Hidden(Tensor ids, Tensor mask, AttentionMode mode)
     {
         if (!_options.GradientCheckpointing || !is_grad_enabled())
             return _backbone.Forward(ids, mask, mode);
         return _backbone.ForwardLayers(ids, mask, mode, ActivationCheckpoint.Apply, _layerInputs);
     }
+
+    /// <summary>The backbone's vocabulary logits of final states.</summary>
+    public Tensor LanguageModelLogits(Tensor hidden) => _backbone.LanguageModelLogits(hidden);
 
     /// <summary>Releases what checkpointed layers captured; call once the batch's backward passes are done.</summary>
     public void ReleaseLayerInputs()

@@ -80,6 +80,60 @@ public static class TrainingData
         }
     }
 
+    /// <summary>
+    /// Plain texts as training examples for the unsupervised strategies (<see cref="TrainingStrategy.Mntp"/>,
+    /// <see cref="TrainingStrategy.SimCse"/>): each text is its own query and positive, with no negatives.
+    /// </summary>
+    public static IReadOnlyList<TrainingExample> FromTexts(IEnumerable<string> texts)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        var examples = new List<TrainingExample>();
+        foreach (var text in texts)
+        {
+            if (string.IsNullOrEmpty(text)) throw new UllmeException($"Text {examples.Count} is empty; unsupervised training needs non-empty texts.");
+            examples.Add(new TrainingExample(text, text));
+        }
+        if (examples.Count == 0) throw new UllmeException("No texts to train on.");
+        return examples;
+    }
+
+    /// <summary>
+    /// Reads plain texts for <see cref="FromTexts"/>: a <c>.jsonl</c> file holds one object with a <c>"text"</c> string a
+    /// line; any other file one text a line (UTF-8, surrounding white space trimmed). Blank lines are skipped; other
+    /// problems are errors naming the file and line.
+    /// </summary>
+    public static IReadOnlyList<string> LoadTexts(string path)
+    {
+        if (!File.Exists(path)) throw new UllmeException($"Text file '{path}' does not exist.");
+        bool jsonl = path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase);
+        var texts = new List<string>();
+        int lineNumber = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            if (!jsonl)
+            {
+                texts.Add(line.Trim());
+                continue;
+            }
+            string where = $"'{path}' line {lineNumber}";
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                    throw new UllmeException($"{where}: expected a JSON object with a \"text\" string.");
+                texts.Add(RequiredString(doc.RootElement, "text", where));
+            }
+            catch (JsonException e)
+            {
+                throw new UllmeException($"{where}: not valid JSON ({e.Message}).", e);
+            }
+        }
+        if (texts.Count == 0) throw new UllmeException($"Text file '{path}' has no texts.");
+        return texts;
+    }
+
     private static string RequiredString(JsonElement root, string name, string where)
     {
         if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)

@@ -18,11 +18,11 @@ internal sealed class TrainingLoop
     private readonly UllmeModel _model;
     private readonly FineTuneOptions _options;
     private readonly EmbeddingBackbone _backbone;
-    private readonly BatchStep _step;
+    private readonly ITrainingStep _step;
     private readonly ReferencePolicy _reference;
     private readonly bool _needsReferenceCache;
 
-    public TrainingLoop(UllmeModel model, FineTuneOptions options, BatchStep step, ReferencePolicy reference)
+    public TrainingLoop(UllmeModel model, FineTuneOptions options, ITrainingStep step, ReferencePolicy reference)
     {
         _model = model;
         _options = options;
@@ -39,6 +39,16 @@ internal sealed class TrainingLoop
             LoraInjector.Apply(backbone, options.Lora);
         else if (options.Lora is null)
             foreach (var (_, p) in backbone.named_parameters()) p.requires_grad = true;
+    }
+
+    /// <summary>Sets the attention dropout the run trains with (<see cref="FineTuneOptions.AttentionDropout"/>) and
+    /// returns the model's own to put back afterwards, or null when unchanged.</summary>
+    public static double? ApplyAttentionDropout(EmbeddingBackbone backbone, FineTuneOptions options)
+    {
+        if (options.EffectiveAttentionDropout is not double p || !backbone.SupportsAttentionDropout) return null;
+        double own = backbone.AttentionDropout;
+        backbone.AttentionDropout = p;
+        return own;
     }
 
     public FineTuneResult Run(IReadOnlyList<TrainingExample> data, IProgress<TrainingProgress>? progress, CancellationToken cancellationToken)
@@ -78,6 +88,7 @@ internal sealed class TrainingLoop
         var clock = Stopwatch.StartNew();
         long examplesThisRun = 0;
         int[] order = TrainingSeed.EpochOrder(o.Seed, epoch, data.Count, o.Shuffle);
+        double? modelDropout = ApplyAttentionDropout(_backbone, o);
         _backbone.train();
         try
         {
@@ -122,6 +133,7 @@ internal sealed class TrainingLoop
         finally
         {
             _backbone.eval();
+            if (modelDropout is double restore) _backbone.AttentionDropout = restore;
         }
 
         if (o.Lora is not null && o.MergeLoraAtEnd) LoraInjector.MergeAndUnload(_backbone);
@@ -179,6 +191,9 @@ internal sealed class TrainingLoop
             return v.Count == 0 ? null : v.Average();
         }
         return new LossBreakdown(parts.Average(p => p.Total), Mean(parts.Select(p => p.Contrastive)), Mean(parts.Select(p => p.LanguageModel)),
-            Mean(parts.Select(p => p.Preference)), Mean(parts.Select(p => p.Consistency)));
+            Mean(parts.Select(p => p.Preference)), Mean(parts.Select(p => p.Consistency)))
+        {
+            MaskedNextToken = Mean(parts.Select(p => p.MaskedNextToken)),
+        };
     }
 }

@@ -4,6 +4,9 @@ namespace Ullme.MLNet.Training;
 /// preference loss on a batch without negatives). <see cref="Total"/> = Σ λ·term.</summary>
 public sealed record LossBreakdown(double Total, double? Contrastive, double? LanguageModel, double? Preference, double? Consistency)
 {
+    /// <summary><see cref="TrainingStrategy.Mntp"/>'s masked next-token loss (mean NLL of the masked tokens), else null.</summary>
+    public double? MaskedNextToken { get; init; }
+
     /// <summary>The terms by name (only those computed), plus "total".</summary>
     public IReadOnlyDictionary<string, double> ToDictionary()
     {
@@ -12,6 +15,7 @@ public sealed record LossBreakdown(double Total, double? Contrastive, double? La
         if (LanguageModel is { } l) d["lm"] = l;
         if (Preference is { } p) d["preference"] = p;
         if (Consistency is { } k) d["kl"] = k;
+        if (MaskedNextToken is { } m) d["mntp"] = m;
         return d;
     }
 

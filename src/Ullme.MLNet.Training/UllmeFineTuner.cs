@@ -42,7 +42,7 @@ public sealed class UllmeFineTuner
     private readonly FineTuneOptions _options;
     private readonly EmbeddingBackbone _backbone;
     private readonly ReferencePolicy _reference;
-    private readonly BatchStep _step;
+    private readonly ITrainingStep _step;
     private bool _trained;
 
     public UllmeFineTuner(UllmeModel model, FineTuneOptions? options = null)
@@ -68,10 +68,17 @@ public sealed class UllmeFineTuner
         if (_options.PreferenceLoss == PreferenceLossKind.KtoPair && _options.GenerationChunkSize is not null && weights.Preference > 0)
             throw new UllmeException("PreferenceLoss = KtoPair needs the whole batch at once (its reference point is a batch mean); unset GenerationChunkSize.");
 
+        if (_options.Strategy == TrainingStrategy.Mntp && !_backbone.HasLanguageModelHead)
+            throw new UllmeException($"Strategy Mntp predicts masked tokens with the language-model head, but '{model.ModelId}' ({model.Config.ModelType}) has none. MNTP is for decoders; train an encoder with SimCse or Contrastive.");
+        if (_options.AttentionDropout is not null && !_backbone.SupportsAttentionDropout)
+            throw OptionCheck.Error("FineTuneOptions.AttentionDropout", $"applies to decoders; '{model.ModelId}' ({model.Config.ModelType}) trains with its config's hidden_dropout_prob and attention_probs_dropout_prob");
+
         var encoder = new TrainingBatchEncoder(model, _options);
         var policy = new PolicyForward(_backbone, _options);
         _reference = new ReferencePolicy(_backbone, policy, encoder, _options.BatchSize);
-        _step = new BatchStep(_options, new TrainingObjective(_options), encoder, policy, _reference);
+        _step = _options.Strategy == TrainingStrategy.Mntp
+            ? new MntpStep(model, _options, policy)
+            : new BatchStep(_options, new TrainingObjective(_options), encoder, policy, _reference);
     }
 
     public FineTuneOptions Options => _options;
@@ -89,6 +96,12 @@ public sealed class UllmeFineTuner
             var e = data[i];
             if (e is null || string.IsNullOrEmpty(e.Query) || string.IsNullOrEmpty(e.Positive) || e.Negatives is null || e.Negatives.Any(string.IsNullOrEmpty))
                 throw new UllmeException($"Training example {i} needs a non-empty query and positive and non-empty negatives.");
+        }
+        if (_options.Strategy is TrainingStrategy.Mntp or TrainingStrategy.SimCse)
+        {
+            for (int i = 0; i < data.Count; i++)
+                if (data[i].Query != data[i].Positive || data[i].Negatives.Count > 0 || data[i].Instruction is not null)
+                    throw new UllmeException($"Strategy {_options.Strategy} trains on plain texts, but training example {i} is a (query, positive, negatives) triple; build the data with TrainingData.FromTexts (or use Strategy = Contrastive).");
         }
         if (_trained) throw new UllmeException("This fine-tuner has already trained; create a new one (with the tuned model) to train again.");
         _trained = true;
@@ -128,6 +141,7 @@ public sealed class UllmeFineTuner
     {
         TrainingSeed.Apply(_options.Seed);
         TrainingLoop.PrepareParameters(_backbone, _options);
+        double? modelDropout = TrainingLoop.ApplyAttentionDropout(_backbone, _options);
         var schedule = new LearningRateSchedule { PeakLearningRate = 0, TotalSteps = 1 };
         using var stepper = new OptimizerStepper(_backbone.named_parameters(), _options.Optimizer, schedule, null, 1);
         _backbone.train();
@@ -141,6 +155,7 @@ public sealed class UllmeFineTuner
         finally
         {
             _backbone.eval();
+            if (modelDropout is double restore) _backbone.AttentionDropout = restore;
         }
     }
 }

@@ -38,8 +38,8 @@ internal static class TrainCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var data = new Option<string>("--data") { Description = "Training data, JSONL: {\"query\", \"positive\", \"negatives\": [...], \"instruction\"?} a line.", Required = true };
-        var strategy = new Option<string>("--strategy") { Description = "contrastive | contrastive-lm | dpo | grl | auto (grl when the model has a language-model head, else contrastive).", DefaultValueFactory = _ => "auto" };
+        var data = new Option<string>("--data") { Description = "Training data, JSONL: {\"query\", \"positive\", \"negatives\": [...], \"instruction\"?} a line; for --strategy mntp|simcse plain text, one text a line (or JSONL {\"text\"}).", Required = true };
+        var strategy = new Option<string>("--strategy") { Description = "contrastive | contrastive-lm | dpo | grl | mntp | simcse | auto (grl when the model has a language-model head, else contrastive). mntp (masked next-token prediction) and simcse (unsupervised SimCSE) are LLM2Vec's stages on plain text.", DefaultValueFactory = _ => "auto" };
         var output = new Option<string>("--output", "-o") { Description = "Output folder: the tuned model, losses.csv, losses.png, training.json (and checkpoints/).", Required = true };
         var steps = new Option<int?>("--steps") { Description = "Optimizer steps to run (exclusive with --epochs)." };
         var epochs = new Option<int?>("--epochs") { Description = "Passes over the data (exclusive with --steps; default 1)." };
@@ -63,6 +63,10 @@ internal static class TrainCommand
         var symmetric = new Option<bool>("--symmetric") { Description = "Symmetric InfoNCE: also train each positive to pick its own query among the batch's queries (the two directions averaged)." };
         var matryoshkaDims = new Option<string?>("--matryoshka-dims") { Description = "Matryoshka: also train the contrastive loss on these prefix widths, comma-separated (e.g. 768,512,256,128,64); embed later with --dimensions N." };
         var matryoshkaWeights = new Option<string?>("--matryoshka-weights") { Description = "One weight per --matryoshka-dims entry, comma-separated (default 1 each)." };
+        var maskRatio = new Option<double>("--mask-ratio") { Description = "mntp: share of each text's tokens predicted (80% shown as --mask-token, 10% random, 10% kept).", DefaultValueFactory = _ => 0.2 };
+        var maskToken = new Option<string?>("--mask-token") { Description = "mntp: the token masked positions show: unk, eos, pad, a token id, or a text that is one token (default unk, else eos)." };
+        var attentionDropout = new Option<double?>("--attention-dropout") { Description = "Decoders: dropout on the attention probabilities while training (default 0.3 for simcse, else the config's attention_dropout)." };
+        var from = new Option<string?>("--from") { Description = "Start from the output folder of an earlier `ullme train` (its merged weights), e.g. simcse after mntp; instead of --model." };
         var temperature = new Option<double>("--temperature") { Description = "InfoNCE temperature τ.", DefaultValueFactory = _ => 0.05 };
         var beta = new Option<double>("--beta") { Description = "Preference-loss β.", DefaultValueFactory = _ => 0.1 };
         var preferenceLoss = new Option<string>("--preference-loss") { Description = "sigmoid (DPO) | ipo | hinge | kto-pair.", DefaultValueFactory = _ => "sigmoid" };
@@ -91,10 +95,10 @@ internal static class TrainCommand
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
 
-        var command = new Command("train", "Fine-tune an embedding model (contrastive, contrastive-lm, dpo or grl) and write the tuned model.")
+        var command = new Command("train", "Fine-tune an embedding model (contrastive, contrastive-lm, dpo, grl, or LLM2Vec's mntp and simcse on plain text) and write the tuned model.")
         {
-            model, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
-            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, maskFalseNegatives, guideModel, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
+            model, from, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
+            loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, maskFalseNegatives, maskRatio, maskToken, attentionDropout, guideModel, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
             maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, noPlot, dtype, device, threads, allowNonFinite,
         };
@@ -115,10 +119,16 @@ internal static class TrainCommand
             if (isFull && (parse.GetValue(loraRank) is not null || parse.GetValue(loraAlpha) is not null || parse.GetValue(loraDropout) is not null || parse.GetValue(loraTargets) is not null))
                 throw new UllmeException("--full trains every weight; it cannot be combined with --lora-rank/--lora-alpha/--lora-dropout/--lora-targets.");
             Positive(parse.GetValue(loraRank), "--lora-rank");
+            string? fromFolder = parse.GetValue(from);
+            if (fromFolder is not null && parse.GetResult(model) is { Implicit: false })
+                throw new UllmeException("--from and --model both name the model to start from; give one of them.");
+            if (fromFolder is not null && !File.Exists(Path.Combine(fromFolder, RunFolders.SummaryFile)))
+                throw new UllmeException($"--from '{fromFolder}' is not the output folder of `ullme train` (it has no {RunFolders.SummaryFile}); give it as --model to start from any model folder.");
 
             var settings = new TrainSettings
             {
-                Model = parse.GetValue(model)!,
+                Model = fromFolder ?? parse.GetValue(model)!,
+                From = fromFolder,
                 Data = parse.GetValue(data)!,
                 Strategy = parse.GetValue(strategy)!,
                 Output = parse.GetValue(output)!,
@@ -139,6 +149,9 @@ internal static class TrainCommand
                     Temperature = parse.GetValue(temperature),
                     SymmetricContrastive = parse.GetValue(symmetric),
                     MaskFalseNegatives = parse.GetValue(maskFalseNegatives),
+                    MaskRatio = parse.GetValue(maskRatio),
+                    MaskToken = parse.GetValue(maskToken),
+                    AttentionDropout = parse.GetValue(attentionDropout),
                     MatryoshkaDimensions = ParseList(parse.GetValue(matryoshkaDims), "--matryoshka-dims", s => int.Parse(s, CultureInfo.InvariantCulture)),
                     MatryoshkaWeights = ParseList(parse.GetValue(matryoshkaWeights), "--matryoshka-weights", s => double.Parse(s, CultureInfo.InvariantCulture)),
                     Beta = parse.GetValue(beta),
@@ -175,6 +188,7 @@ internal static class TrainCommand
     private sealed record TrainSettings
     {
         public required string Model { get; init; }
+        public string? From { get; init; }
         public required string Data { get; init; }
         public required string Strategy { get; init; }
         public required string Output { get; init; }
@@ -215,13 +229,16 @@ internal static class TrainCommand
         var err = CliConsole.Err;
         string? loadStart = ProcessStats.LoadAverage();
         // Read and check all inputs and folders before the (slow) model load.
-        var examples = TrainingData.LoadJsonl(s.Data);
+        bool plainText = IsPlainTextStrategy(s.Strategy);
+        var examples = plainText ? TrainingData.FromTexts(TrainingData.LoadTexts(s.Data)) : TrainingData.LoadJsonl(s.Data);
         var sts = s.EvalSts is null ? null : ReadSts(s.EvalSts);
         var folders = RunFolders.Prepare(s.Output, s.CheckpointDir, s.Resume, s.Overwrite);
 
         using var model = CliConsole.LoadModel(s.Model, s.LoadOptions);
         using var guide = s.GuideModel is null ? null : CliConsole.LoadModel(s.GuideModel, new ModelLoadOptions { Threads = s.LoadOptions.Threads });
         var strategy = ResolveStrategy(s.Strategy, model);
+        if (strategy == TrainingStrategy.Mntp && (s.Lambdas.Cl ?? s.Lambdas.Lm ?? s.Lambdas.Pref ?? s.Lambdas.Kl) is not null)
+            throw new UllmeException("--lambda-cl/--lambda-lm/--lambda-pref/--lambda-kl do not apply to --strategy mntp (masked next-token prediction is its own objective).");
         var preset = LossWeights.For(strategy);
         var weights = new LossWeights(s.Lambdas.Cl ?? preset.Contrastive, s.Lambdas.Lm ?? preset.LanguageModel,
             s.Lambdas.Pref ?? preset.Preference, s.Lambdas.Kl ?? preset.Consistency);
@@ -231,14 +248,15 @@ internal static class TrainCommand
             Strategy = strategy,
             Weights = weights == preset ? null : weights,
             Pooling = s.Pooling ?? defaults.Pooling,
-            EmbeddingAttention = s.Attention ?? defaults.Attention,
+            // LLM2Vec's unsupervised stages make the decoder bidirectional unless told otherwise.
+            EmbeddingAttention = s.Attention ?? (plainText ? AttentionMode.Bidirectional : defaults.Attention),
             MaxLength = s.MaxLength ?? defaults.MaxLength,
             CheckpointDirectory = folders.Checkpoints,
             GuideModel = guide,
         };
         var tuner = new UllmeFineTuner(model, options);    // validates every option against the model
         var embedding = new EmbeddingOptions { Pooling = options.Pooling, Attention = options.EmbeddingAttention, MaxLength = options.MaxLength, BatchSize = 64 };
-        CliConsole.Note($"{model.ModelId}: {strategy} ({Describe(weights)}), {(options.Lora is null ? "full fine-tuning" : $"LoRA r {options.Lora.Rank} α {options.Lora.Alpha}")}, " +
+        CliConsole.Note($"{model.ModelId}: {strategy} ({Describe(strategy, weights, options)}), {(options.Lora is null ? "full fine-tuning" : $"LoRA r {options.Lora.Rank} α {options.Lora.Alpha}")}, " +
             $"{examples.Count} examples, batch {options.BatchSize}, lr {options.Optimizer.LearningRate:G3}, {Pooler.ToName(options.Pooling)} pooling, " +
             $"{OptionNames.Attention.ToName(options.EmbeddingAttention)} attention, max length {options.MaxLength}.");
 
@@ -251,7 +269,7 @@ internal static class TrainCommand
         if (resumeState is not null) CliConsole.Note($"Resuming from step {resumeState.Step} ({latest}).");
 
         FineTuneResult result;
-        using (var log = LossLog.Open(folders.Checkpoints, weights, resumeState?.Step))
+        using (var log = LossLog.Open(folders.Checkpoints, weights, resumeState?.Step, strategy == TrainingStrategy.Mntp))
         {
             long seenBefore = resumeState is null ? 0 : (long)resumeState.Epoch * examples.Count + resumeState.PositionInEpoch;
             try
@@ -426,6 +444,7 @@ internal static class TrainCommand
         var json = new JsonObject
         {
             ["model"] = s.Model,
+            ["from"] = s.From is null ? null : Path.GetFullPath(s.From),
             ["model_id"] = model.ModelId,
             ["data"] = Path.GetFullPath(s.Data),
             ["examples"] = exampleCount,
@@ -464,10 +483,16 @@ internal static class TrainCommand
         if (r.LanguageModel is double l) yield return new("lm", l);
         if (r.Preference is double p) yield return new("preference", p);
         if (r.Consistency is double k) yield return new("kl", k);
+        if (r.MaskedNextToken is double m) yield return new("mntp", m);
     }
 
-    private static string Describe(LossWeights w) =>
-        string.Create(CultureInfo.InvariantCulture, $"λ_cl {w.Contrastive}, λ_lm {w.LanguageModel}, λ_pref {w.Preference}, λ_kl {w.Consistency}");
+    private static string Describe(TrainingStrategy strategy, LossWeights w, FineTuneOptions o) => strategy == TrainingStrategy.Mntp
+        ? string.Create(CultureInfo.InvariantCulture, $"masked next-token prediction, mask ratio {o.MaskRatio}")
+        : string.Create(CultureInfo.InvariantCulture, $"λ_cl {w.Contrastive}, λ_lm {w.LanguageModel}, λ_pref {w.Preference}, λ_kl {w.Consistency}")
+            + (strategy == TrainingStrategy.SimCse ? "; each text twice, dropout as the augmentation" : "");
+
+    /// <summary>Whether the strategy named on the command line trains on plain text.</summary>
+    private static bool IsPlainTextStrategy(string value) => value.Trim().ToLowerInvariant() is "mntp" or "simcse";
 
     private static TrainingStrategy ResolveStrategy(string value, UllmeModel model) => value.Trim().ToLowerInvariant() switch
     {
@@ -476,7 +501,9 @@ internal static class TrainCommand
         "contrastive-lm" or "contrastivelm" or "cl-lm" => TrainingStrategy.ContrastiveLm,
         "dpo" => TrainingStrategy.Dpo,
         "grl" => TrainingStrategy.Grl,
-        _ => throw new UllmeException($"--strategy '{value}' is not one of contrastive, contrastive-lm, dpo, grl, auto."),
+        "mntp" => TrainingStrategy.Mntp,
+        "simcse" => TrainingStrategy.SimCse,
+        _ => throw new UllmeException($"--strategy '{value}' is not one of contrastive, contrastive-lm, dpo, grl, mntp, simcse, auto."),
     };
 
     private static PreferenceLossKind ParsePreferenceLoss(string value) => value.Trim().ToLowerInvariant() switch

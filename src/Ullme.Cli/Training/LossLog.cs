@@ -8,14 +8,16 @@ namespace Ullme.Cli.Training;
 /// <summary>One row of <c>losses.csv</c>: the step's loss terms (null = term not trained), learning rate,
 /// gradient norm and throughput.</summary>
 internal sealed record LossRow(int Step, int Epoch, double LearningRate, double Total, double? Contrastive, double? LanguageModel,
-    double? Preference, double? Consistency, double GradientNorm, bool Applied, double SamplesPerSecond, double ElapsedSeconds);
+    double? Preference, double? Consistency, double GradientNorm, bool Applied, double SamplesPerSecond, double ElapsedSeconds,
+    double? MaskedNextToken = null);
 
 /// <summary>
 /// The per-step loss log of a run. It lives next to the checkpoints and is appended (and flushed) after every step,
 /// so a run killed at any moment keeps its history; a resumed run keeps the rows up to the step it resumed from
 /// (later rows belong to work that was lost with the kill) and appends from there. The finished run copies it into
 /// the output folder as <c>losses.csv</c>.
-/// <para>Columns: step, epoch, lr, total, one column per trained term (contrastive, lm, preference, kl), grad_norm,
+/// <para>Columns: step, epoch, lr, total, one column per trained term (contrastive, lm, preference, kl; mntp for the
+/// masked next-token strategy), grad_norm,
 /// applied (0 when the update was skipped for NaN/∞), samples_per_s, elapsed_s (cumulative over resumes).</para>
 /// </summary>
 internal sealed class LossLog : IDisposable
@@ -25,13 +27,14 @@ internal sealed class LossLog : IDisposable
     private static readonly (string Name, Func<LossRow, double?> Get)[] TermColumns =
     [
         ("contrastive", r => r.Contrastive), ("lm", r => r.LanguageModel), ("preference", r => r.Preference), ("kl", r => r.Consistency),
+        ("mntp", r => r.MaskedNextToken),
     ];
 
     private readonly (string Name, Func<LossRow, double?> Get)[] _terms;
     private readonly StreamWriter _writer;
     private readonly List<LossRow> _rows;
 
-    private LossLog(string path, LossWeights weights, List<LossRow> kept)
+    private LossLog(string path, LossWeights weights, bool mntp, List<LossRow> kept)
     {
         Path = path;
         _terms = TermColumns.Where(t => t.Name switch
@@ -39,7 +42,8 @@ internal sealed class LossLog : IDisposable
             "contrastive" => weights.Contrastive > 0,
             "lm" => weights.LanguageModel > 0,
             "preference" => weights.Preference > 0,
-            _ => weights.Consistency > 0,
+            "kl" => weights.Consistency > 0,
+            _ => mntp,
         }).ToArray();
         _rows = kept;
         // Rewrite the kept rows (dropping a torn last line or rows past the resume point), then append per step.
@@ -58,13 +62,14 @@ internal sealed class LossLog : IDisposable
     public double ElapsedOffset => _rows.Count > 0 ? _rows[^1].ElapsedSeconds : 0;
 
     /// <summary>Opens the log in <paramref name="directory"/>: fresh (<paramref name="resumeStep"/> null) or keeping
-    /// the rows with step ≤ <paramref name="resumeStep"/>.</summary>
-    public static LossLog Open(string directory, LossWeights weights, int? resumeStep)
+    /// the rows with step ≤ <paramref name="resumeStep"/>. <paramref name="mntp"/>: the run trains masked next-token
+    /// prediction (its loss gets the mntp column).</summary>
+    public static LossLog Open(string directory, LossWeights weights, int? resumeStep, bool mntp = false)
     {
         Directory.CreateDirectory(directory);
         string path = System.IO.Path.Combine(directory, FileName);
         var kept = resumeStep is int s && File.Exists(path) ? Read(path).Where(r => r.Step <= s).ToList() : [];
-        return new LossLog(path, weights, kept);
+        return new LossLog(path, weights, mntp, kept);
     }
 
     public void Append(LossRow row)
@@ -104,7 +109,7 @@ internal sealed class LossLog : IDisposable
             {
                 rows.Add(new LossRow(int.Parse(f[Col("step")], CultureInfo.InvariantCulture), int.Parse(f[Col("epoch")], CultureInfo.InvariantCulture),
                     D(f[Col("lr")]), D(f[Col("total")]), Term("contrastive"), Term("lm"), Term("preference"), Term("kl"),
-                    D(f[Col("grad_norm")]), f[Col("applied")] == "1", D(f[Col("samples_per_s")]), D(f[Col("elapsed_s")])));
+                    D(f[Col("grad_norm")]), f[Col("applied")] == "1", D(f[Col("samples_per_s")]), D(f[Col("elapsed_s")]), Term("mntp")));
             }
             catch (Exception e) when (e is FormatException or OverflowException or IndexOutOfRangeException)
             {
@@ -126,5 +131,5 @@ internal sealed class LossLog : IDisposable
     /// <summary>A row from a progress report.</summary>
     public static LossRow FromProgress(TrainingProgress p, double samplesPerSecond, double elapsedSeconds) =>
         new(p.Step, p.Epoch, p.LearningRate, p.Losses.Total, p.Losses.Contrastive, p.Losses.LanguageModel, p.Losses.Preference,
-            p.Losses.Consistency, p.GradientNorm, p.Applied, samplesPerSecond, elapsedSeconds);
+            p.Losses.Consistency, p.GradientNorm, p.Applied, samplesPerSecond, elapsedSeconds, p.Losses.MaskedNextToken);
 }

@@ -21,7 +21,7 @@ internal static class LossPlot
         var terms = new (string Name, Func<LossRow, double?> Get)[]
         {
             ("total", r => r.Total), ("contrastive", r => r.Contrastive), ("lm", r => r.LanguageModel),
-            ("preference", r => r.Preference), ("kl", r => r.Consistency),
+            ("preference", r => r.Preference), ("kl", r => r.Consistency), ("mntp", r => r.MaskedNextToken),
         };
         var palette = new ScottPlot.Palettes.Category10();
         int colour = 0;

@@ -20,11 +20,16 @@ namespace Ullme.MLNet.Modeling;
 /// (<c>cap · tanh(s / cap)</c>, applied before the mask) needs the scores explicitly: that path computes
 /// softmax in float32 and casts back, as HF's eager attention does.
 /// </para>
+/// <para>
+/// <see cref="Dropout"/> (HF <c>attention_dropout</c>) drops attention probabilities while training, on the explicit
+/// path, with masks from <see cref="ReplayableDropout.Source"/> so GradCache and activation checkpointing replay them.
+/// </para>
 /// </summary>
 internal sealed class DecoderAttention : nn.Module<Tensor, Tensor, Tensor, Tensor, Tensor>
 {
     private readonly ArchitectureTraits _traits;
     private readonly int _numHeads, _numKvHeads, _headDim;
+    private double _dropout;
 
 #pragma warning disable IDE1006 // names mirror HF checkpoint keys
     public nn.Module<Tensor, Tensor>? q_proj;
@@ -55,6 +60,17 @@ internal sealed class DecoderAttention : nn.Module<Tensor, Tensor, Tensor, Tenso
         }
         o_proj = DecoderModel.NewLinear(qDim, hidden, traits.OutputBias, device, dtype);
         RegisterComponents();
+    }
+
+    /// <summary>Attention-probability dropout while training (HF <c>attention_dropout</c>), in [0, 1).</summary>
+    public double Dropout
+    {
+        get => _dropout;
+        set
+        {
+            if (!(value >= 0 && value < 1)) throw new UllmeException($"Attention dropout must be in [0, 1), got {value}.");
+            _dropout = value;
+        }
     }
 
     /// <summary>
@@ -91,14 +107,16 @@ internal sealed class DecoderAttention : nn.Module<Tensor, Tensor, Tensor, Tenso
         v = RepeatKv(v, _numHeads / _numKvHeads);
 
         Tensor attn;                                                      // [B, Hq, T, D]
-        if (_traits.AttentionLogitSoftcap is double cap)
+        double dropout = training ? _dropout : 0;
+        if (_traits.AttentionLogitSoftcap is not null || dropout > 0)
         {
-            // Explicit path (HF eager): scores * scale → soft-cap → + mask → softmax in float32 → cast → @ v.
+            // Explicit path (HF eager): scores * scale → soft-cap → + mask → softmax in float32 → cast → dropout → @ v.
             Tensor scores = q.matmul(k.transpose(2, 3)).Mul(_traits.AttentionScale); // [B, Hq, T, T]
-            scores = scores.Div(cap).tanh().Mul(cap);
+            if (_traits.AttentionLogitSoftcap is double cap)
+                scores = scores.Div(cap).tanh().Mul(cap);
             scores = scores.Add(mask);
             Tensor probs = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
-            attn = probs.matmul(v);
+            attn = ReplayableDropout.Apply(probs, dropout).matmul(v);
         }
         else
         {

@@ -68,12 +68,24 @@ internal sealed class DecoderModel : EmbeddingBackbone
         var traits = ArchitectureTraits.From(config);
         var decoder = new DecoderModel(config, traits, device, dtype);
         if (initializeWeights) decoder.InitializeWeights();
+        decoder.AttentionDropout = config.AttentionDropout ?? 0;
         return decoder;
     }
 
     public override int HiddenSize => Traits.HiddenSize;
 
     public override bool HasLanguageModelHead => true;
+
+    public override bool SupportsAttentionDropout => true;
+
+    public override double AttentionDropout
+    {
+        get => model.layers.Count == 0 ? 0 : model.layers[0].self_attn.Dropout;
+        set
+        {
+            foreach (var layer in model.layers) layer.self_attn.Dropout = value;
+        }
+    }
 
     /// <summary>The dtype of the weights (and of the states this model computes).</summary>
     public ScalarType ComputeType => model.embed_tokens.weight.dtype;

@@ -63,6 +63,17 @@ internal abstract class EmbeddingBackbone : nn.Module
     public virtual Tensor ForwardLayers(Tensor inputIds, Tensor attentionMask, AttentionMode mode, LayerRunner runLayer, ICollection<IDisposable> layerInputs) =>
         throw new UllmeException($"{GetType().Name} does not expose its layers (ForwardLayers), so it cannot checkpoint activations per layer; turn GradientCheckpointing off for this model.");
 
+    /// <summary>Whether <see cref="AttentionDropout"/> can be set (decoders; BERT has its config's dropouts).</summary>
+    public virtual bool SupportsAttentionDropout => false;
+
+    /// <summary>Dropout on the attention probabilities of every layer while training (decoders: HF
+    /// <c>attention_dropout</c>, initially the config's). 0 for backbones without it.</summary>
+    public virtual double AttentionDropout
+    {
+        get => 0;
+        set => throw new UllmeException($"{GetType().Name} has no settable attention dropout; it trains with the dropouts of its config.");
+    }
+
     /// <summary>Logits [.., V] for states [.., H] (applies final soft-capping where the architecture has it).</summary>
     public virtual Tensor LanguageModelLogits(Tensor hidden) =>
         throw new NotSupportedException($"{GetType().Name} has no language-model head.");

@@ -44,6 +44,8 @@ public sealed class ModelConfig
     [JsonPropertyName("max_window_layers")] public int? MaxWindowLayers { get; set; }
     /// <summary>Newer configs list each layer's attention kind ("sliding_attention" / "full_attention").</summary>
     [JsonPropertyName("layer_types")] public List<string>? LayerTypes { get; set; }
+    /// <summary>Decoders: dropout on the attention probabilities while training (HF <c>attention_dropout</c>; 0 when absent).</summary>
+    [JsonPropertyName("attention_dropout")] public double? AttentionDropout { get; set; }
     [JsonPropertyName("attn_logit_softcapping")] public double? AttnLogitSoftcapping { get; set; }
     [JsonPropertyName("final_logit_softcapping")] public double? FinalLogitSoftcapping { get; set; }
     [JsonPropertyName("query_pre_attn_scalar")] public double? QueryPreAttnScalar { get; set; }
@@ -236,6 +238,8 @@ public sealed class ModelConfig
             throw new UllmeException($"'{where}': \"initializer_range\" is {ir}; it must be a finite number, not negative.");
         Probability(HiddenDropoutProb, "hidden_dropout_prob");
         Probability(AttentionProbsDropoutProb, "attention_probs_dropout_prob");
+        Probability(AttentionDropout, "attention_dropout");
+        if (AttentionDropout is >= 1) throw new UllmeException($"'{where}': \"attention_dropout\" is {AttentionDropout}; it must be below 1.");
         if (EffectiveKeyValueHeads <= 0 || NumAttentionHeads % EffectiveKeyValueHeads != 0)
             throw new UllmeException($"'{where}': num_attention_heads ({NumAttentionHeads}) must be a multiple of num_key_value_heads ({EffectiveKeyValueHeads}).");
         if (HeadDim is null && HiddenSize % NumAttentionHeads != 0)

@@ -45,12 +45,16 @@ internal sealed class ReplayableDropout : nn.Module<Tensor, Tensor>
     /// <summary>Puts <see cref="Source"/> back to <paramref name="state"/> (from <see cref="CaptureState"/>).</summary>
     public static void RestoreState(Tensor state) => Source.set_state(state);
 
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => training ? Apply(x, _p) : x;
+
+    /// <summary>Dropout with probability <paramref name="p"/> drawn from <see cref="Source"/> (for callers that are in
+    /// training mode themselves, e.g. attention-probability dropout). <paramref name="p"/> = 0 returns <paramref name="x"/>.</summary>
+    public static Tensor Apply(Tensor x, double p)
     {
-        if (!training || _p == 0 || x.numel() == 0) return x;
+        if (p == 0 || x.numel() == 0) return x;
         using var scope = NewDisposeScope();
-        if (_p == 1) return zeros_like(x).MoveToOuterDisposeScope();
-        double keep = 1 - _p;
+        if (p == 1) return zeros_like(x).MoveToOuterDisposeScope();
+        double keep = 1 - p;
         var noise = x.device.type == DeviceType.CPU
             ? empty_like(x).bernoulli_(keep, Source)
             : empty(x.shape, x.dtype, CPU).bernoulli_(keep, Source).to(x.device);

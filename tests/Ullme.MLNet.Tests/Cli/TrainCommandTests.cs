@@ -145,6 +145,69 @@ public sealed class TrainCommandTests : IDisposable
     }
 
     [Fact]
+    public void TheUnsupervisedStrategiesReadPlainTextAndNameABadLineOrFlag()
+    {
+        File.WriteAllLines(PathOf("t.jsonl"), ["{\"text\": \"a cat\"}", "{\"query\": \"a\", \"positive\": \"b\"}"]);
+        var (code, err) = Run("train", "--strategy", "simcse", "--data", PathOf("t.jsonl"), "--output", PathOf("o"));
+        Assert.Equal(1, code);
+        Assert.Contains("t.jsonl' line 2", err);
+        Assert.Contains("\"text\"", err);
+        Assert.False(Directory.Exists(PathOf("o")));
+
+        File.WriteAllLines(PathOf("t.txt"), ["a cat sat", "", "a dog ran"]);
+        (code, err) = Run("train", "--strategy", "mntp", "--data", PathOf("t.txt"), "--output", PathOf("o"), "--lambda-cl", "1");
+        Assert.Equal(1, code);
+        Assert.Contains("--lambda-cl", err);
+        (code, err) = Run("train", "--from", _dir, "--strategy", "simcse", "--data", PathOf("t.txt"), "--output", PathOf("o"));
+        Assert.Equal(1, code);
+        Assert.Contains("training.json", err);
+        Assert.False(Directory.Exists(PathOf("o")));
+    }
+
+    [AssetFact]
+    public void Llm2VecStagesChain_MntpThenSimCseFromItsOutput_ThenSupervised()
+    {
+        string texts = PathOf("texts.txt");
+        File.WriteAllLines(texts, File.ReadLines(Assets.Path("data", "snli", "s1.dev")).Take(64));
+        string mntp = PathOf("mntp"), simcse = PathOf("simcse"), supervised = PathOf("supervised");
+        var (code, err) = Run("train", "-m", Assets.Stories260K, "--strategy", "mntp", "--data", texts, "--output", mntp, "--full", "--steps", "3",
+            "--batch-size", "8", "--lr", "1e-3", "--mask-ratio", "0.3", "--threads", "1");
+        Assert.True(code == 0, err);
+        var csv = Csv(Path.Combine(mntp, "losses.csv"));
+        Assert.Equal(["step", "epoch", "lr", "total", "mntp"], csv[0][..5]);
+        Assert.Equal(4, csv.Count);
+        Assert.True(double.Parse(csv[1][4], CultureInfo.InvariantCulture) > 0);
+        var summary = Summary(mntp);
+        Assert.Equal("Mntp", summary.GetProperty("strategy").GetString());
+        Assert.Equal(0.3, summary.GetProperty("options").GetProperty("MaskRatio").GetDouble());
+
+        (code, err) = Run("train", "--from", mntp, "--strategy", "simcse", "--data", texts, "--output", simcse, "--full", "--steps", "2",
+            "--batch-size", "8", "--lr", "1e-3", "--threads", "1");
+        Assert.True(code == 0, err);
+        Assert.Equal(Path.GetFullPath(mntp), Summary(simcse).GetProperty("from").GetString());
+        Assert.Equal(["step", "epoch", "lr", "total", "contrastive"], Csv(Path.Combine(simcse, "losses.csv"))[0][..5]);
+        Assert.Contains("dropout as the augmentation", err);
+
+        (code, err) = Run("train", "--from", simcse, "--strategy", "contrastive", "--data", SnliData(8), "--output", supervised, "--full", "--steps", "1",
+            "--batch-size", "8", "--threads", "1");
+        Assert.True(code == 0, err);
+
+        // Each stage starts from the previous one's weights, and the unsupervised stages leave a bidirectional model.
+        using var base_ = UllmeModel.Load(Assets.Stories260K);
+        using var m1 = UllmeModel.Load(mntp);
+        using var m2 = UllmeModel.Load(simcse);
+        Assert.Equal(MLNet.Modeling.AttentionMode.Bidirectional, m1.Defaults.Attention);
+        Assert.Equal(MLNet.Modeling.AttentionMode.Bidirectional, m2.Defaults.Attention);
+        string text = "A man is playing a guitar.";
+        var options = new EmbeddingOptions { Attention = MLNet.Modeling.AttentionMode.Bidirectional, Pooling = MLNet.Pooling.PoolingMode.Mean };
+        var e0 = new EmbeddingEngine(base_).Embed([text], options)[0];
+        var e1 = new EmbeddingEngine(m1).Embed([text], options)[0];
+        var e2 = new EmbeddingEngine(m2).Embed([text], options)[0];
+        Assert.True(e0.Zip(e1).Max(p => Math.Abs(p.First - p.Second)) > 1e-4, "MNTP changed nothing");
+        Assert.True(e1.Zip(e2).Max(p => Math.Abs(p.First - p.Second)) > 1e-4, "SimCSE changed nothing");
+    }
+
+    [Fact]
     public void ANonEmptyOutputFolderIsOnlyReplacedOnRequest()
     {
         File.WriteAllLines(PathOf("d.jsonl"), ["{\"query\": \"a\", \"positive\": \"b\"}"]);
