@@ -189,6 +189,22 @@ public sealed record FineTuneOptions
     /// <summary>Recompute each decoder layer in the backward instead of storing its activations.</summary>
     public bool GradientCheckpointing { get; init; }
 
+    // --- evaluation during training ---
+    /// <summary>Score <see cref="Evaluator"/> every N optimizer steps and after the last one (eval mode, no
+    /// gradients; the random stream is not touched, so the run trains exactly as without it). 0 (default) = never.
+    /// Each score is reported in <see cref="TrainingProgress.Evaluation"/>.</summary>
+    public int EvaluateEvery { get; init; }
+
+    /// <summary>The dev metric of <see cref="EvaluateEvery"/>: <see cref="Sweeps.StsSpearmanMetric"/> for an STS file,
+    /// <see cref="Sweeps.TaskMetric"/> for any MTEB-style task, or your own. It embeds with the run's pooling,
+    /// attention and max length. Not written to training.json or checkpoints.</summary>
+    [JsonIgnore] public Sweeps.ISweepMetric? Evaluator { get; init; }
+
+    /// <summary>With <see cref="EvaluateEvery"/>: when training ends, put back the trained weights (or adapters) of
+    /// the evaluation that scored best, as sentence-transformers' <c>load_best_model_at_end</c>. The best is held in
+    /// memory (one copy of the trained parameters); after a resume it is the best since the resume.</summary>
+    public bool KeepBest { get; init; }
+
     // --- reproducibility and recovery ---
     public int Seed { get; init; } = 42;
     /// <summary>Where checkpoints go; null = none.</summary>
@@ -260,6 +276,9 @@ public sealed record FineTuneOptions
         OptionCheck.AtLeast(KeepCheckpoints, 1, "FineTuneOptions.KeepCheckpoints");
         if (Resume && CheckpointDirectory is null) throw new UllmeException("Resume needs a CheckpointDirectory.");
         if (MaxGradientNorm is { } g) OptionCheck.Positive(g, "FineTuneOptions.MaxGradientNorm");
+        OptionCheck.AtLeast(EvaluateEvery, 0, "FineTuneOptions.EvaluateEvery");
+        if (EvaluateEvery > 0 && Evaluator is null) throw OptionCheck.Error("FineTuneOptions.Evaluator", "is needed with EvaluateEvery (the metric to score)");
+        if (KeepBest && EvaluateEvery == 0) throw OptionCheck.Error("FineTuneOptions.KeepBest", "needs EvaluateEvery > 0 (evaluations to choose the best from)");
         Optimizer.Validate();
         Lora?.Validate();
     }
@@ -270,7 +289,7 @@ public sealed record FineTuneOptions
     /// only resumed by a run with the same fingerprint.</summary>
     public string Fingerprint()
     {
-        var relevant = this with { CheckpointDirectory = null, CheckpointEvery = 0, KeepCheckpoints = 1, Resume = false, MergeLoraAtEnd = true };
+        var relevant = this with { CheckpointDirectory = null, CheckpointEvery = 0, KeepCheckpoints = 1, Resume = false, MergeLoraAtEnd = true, EvaluateEvery = 0, KeepBest = false };
         var bytes = JsonSerializer.SerializeToUtf8Bytes(relevant, FingerprintJson);
         return Convert.ToHexString(SHA256.HashData(bytes))[..16].ToLowerInvariant();
     }

@@ -85,6 +85,7 @@ internal sealed class TrainingLoop
             _reference.ComputeCache(data);
 
         var history = new List<TrainingProgress>();
+        using var best = new BestTracker(this);
         var clock = Stopwatch.StartNew();
         long examplesThisRun = 0;
         int[] order = TrainingSeed.EpochOrder(o.Seed, epoch, data.Count, o.Shuffle);
@@ -120,8 +121,11 @@ internal sealed class TrainingLoop
                 }
                 var report = stepper.Step();
                 var losses = Average(parts);
+                double? score = o.EvaluateEvery > 0 && (stepper.StepsDone % o.EvaluateEvery == 0 || stepper.StepsDone >= totalSteps)
+                    ? best.Evaluate(stepper.StepsDone)
+                    : null;
                 var p = new TrainingProgress(report.Step + 1, totalSteps, epoch, examplesSeen, report.LearningRate, losses,
-                    report.GradientNorm, report.Applied, report.SkipReason, clock.Elapsed);
+                    report.GradientNorm, report.Applied, report.SkipReason, clock.Elapsed) { Evaluation = score };
                 history.Add(p);
                 progress?.Report(p);
                 if (o.CheckpointDirectory is not null && o.CheckpointEvery > 0 && stepper.StepsDone % o.CheckpointEvery == 0 && stepper.StepsDone < totalSteps)
@@ -136,11 +140,87 @@ internal sealed class TrainingLoop
             if (modelDropout is double restore) _backbone.AttentionDropout = restore;
         }
 
+        bool restored = o.KeepBest && best.RestoreIfNotLast(stepper.StepsDone);
         if (o.Lora is not null && o.MergeLoraAtEnd) LoraInjector.MergeAndUnload(_backbone);
         clock.Stop();
         return new FineTuneResult(stepper.StepsDone, stepper.StepsSkipped, resumedFrom, history, lastCheckpoint, clock.Elapsed,
-            examplesThisRun / Math.Max(1e-9, clock.Elapsed.TotalSeconds));
+            examplesThisRun / Math.Max(1e-9, clock.Elapsed.TotalSeconds))
+        {
+            BestStep = best.Step,
+            BestEvaluation = best.Score,
+            RestoredBest = restored,
+        };
     }
+
+    /// <summary>The run's evaluations (<see cref="FineTuneOptions.EvaluateEvery"/>) and, with
+    /// <see cref="FineTuneOptions.KeepBest"/>, a copy of the trained tensors at the best one.</summary>
+    private sealed class BestTracker(TrainingLoop loop) : IDisposable
+    {
+        private List<Tensor>? _snapshot;
+
+        public int? Step { get; private set; }
+        public double? Score { get; private set; }
+
+        /// <summary>Scores the model as it is after <paramref name="step"/> (eval mode, no gradients), keeping the best.</summary>
+        public double Evaluate(int step)
+        {
+            var o = loop._options;
+            var metric = o.Evaluator!;
+            // Training truncates at MaxLength; the engine refuses a length beyond the model's positions, so cap it there.
+            int limit = loop._model.Config.MaxPositionEmbeddings;
+            var embedding = new EmbeddingOptions { Pooling = o.Pooling, Attention = o.EmbeddingAttention, MaxLength = limit > 0 ? Math.Min(o.MaxLength, limit) : o.MaxLength };
+            double score;
+            loop._backbone.eval();
+            try
+            {
+                using var noGrad = no_grad();
+                score = metric.Evaluate(loop._model, embedding);
+            }
+            finally
+            {
+                loop._backbone.train();
+            }
+            if (!double.IsFinite(score)) return score;
+            if (Score is double b && !(metric.HigherIsBetter ? score > b : score < b)) return score;
+            Step = step;
+            Score = score;
+            if (o.KeepBest) Snapshot();
+            return score;
+        }
+
+        private void Snapshot()
+        {
+            using var noGrad = no_grad();
+            var tensors = loop.TrainedTensors();
+            if (_snapshot is null)
+            {
+                _snapshot = tensors.Select(t => t.detach().clone().DetachFromDisposeScope()).ToList();
+                return;
+            }
+            for (int i = 0; i < tensors.Count; i++) _snapshot[i].copy_(tensors[i]);
+        }
+
+        /// <summary>Puts the best step's tensors back unless it is <paramref name="lastStep"/>; true when it did.</summary>
+        public bool RestoreIfNotLast(int lastStep)
+        {
+            if (_snapshot is null || Step == lastStep) return false;
+            using var noGrad = no_grad();
+            var tensors = loop.TrainedTensors();
+            for (int i = 0; i < tensors.Count; i++) tensors[i].copy_(_snapshot[i]);
+            return true;
+        }
+
+        public void Dispose()
+        {
+            if (_snapshot is null) return;
+            foreach (var t in _snapshot) t.Dispose();
+        }
+    }
+
+    /// <summary>The tensors training changes: the adapters (LoRA) or every trainable weight.</summary>
+    private List<Tensor> TrainedTensors() => _options.Lora is not null
+        ? LoraInjector.AdapterParameters(_backbone).Select(p => (Tensor)p.Parameter).ToList()
+        : _backbone.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (Tensor)p.parameter).ToList();
 
     // ------------------------------------------------------------------------------------------------------------
     // Checkpoints (the format is TrainingCheckpoint's; the reference cache is one more named tensor).

@@ -34,7 +34,12 @@ public sealed record LossBreakdown(double Total, double? Contrastive, double? La
 /// <param name="Message">Why a step was skipped, or another notice; null normally.</param>
 /// <param name="Elapsed">Wall time since this process started training.</param>
 public sealed record TrainingProgress(int Step, int TotalSteps, int Epoch, long ExamplesSeen, double LearningRate,
-    LossBreakdown Losses, double GradientNorm, bool Applied, string? Message, TimeSpan Elapsed);
+    LossBreakdown Losses, double GradientNorm, bool Applied, string? Message, TimeSpan Elapsed)
+{
+    /// <summary>The dev metric after this step (<see cref="FineTuneOptions.EvaluateEvery"/>), or null when the step was
+    /// not evaluated.</summary>
+    public double? Evaluation { get; init; }
+}
 
 /// <summary>What a training run did.</summary>
 /// <param name="StepsDone">Optimizer steps completed (including those before a resume).</param>
@@ -49,4 +54,14 @@ public sealed record FineTuneResult(int StepsDone, int StepsSkipped, int? Resume
 {
     /// <summary>The losses of the last step, or null if no step ran in this process.</summary>
     public LossBreakdown? FinalLosses => History.Count > 0 ? History[^1].Losses : null;
+
+    /// <summary>The step whose evaluation scored best (<see cref="FineTuneOptions.EvaluateEvery"/>), or null.</summary>
+    public int? BestStep { get; init; }
+
+    /// <summary>The best evaluation score, or null.</summary>
+    public double? BestEvaluation { get; init; }
+
+    /// <summary>Whether the weights of <see cref="BestStep"/> were put back at the end (<see cref="FineTuneOptions.KeepBest"/>,
+    /// and the best was not the last step).</summary>
+    public bool RestoredBest { get; init; }
 }

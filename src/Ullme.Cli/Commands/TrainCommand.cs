@@ -13,6 +13,7 @@ using Ullme.MLNet.Inference;
 using Ullme.MLNet.Modeling;
 using Ullme.MLNet.Pooling;
 using Ullme.MLNet.Training;
+using Ullme.MLNet.Training.Sweeps;
 using Ullme.MLNet.Training.Lora;
 using Ullme.MLNet.Training.Losses;
 using Ullme.MLNet.Training.Optimization;
@@ -89,6 +90,11 @@ internal static class TrainCommand
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a non-empty output folder and delete earlier checkpoints." };
         var seed = new Option<int>("--seed") { Description = "Seed for data order, adapter init and dropout.", DefaultValueFactory = _ => 42 };
         var evalSts = new Option<string?>("--eval-sts") { Description = "STS file (STS-B sts-dev.csv, or a table with sentence1, sentence2, score): print Spearman before/after training." };
+        var evalEvery = new Option<int>("--eval-every") { Description = "Score the dev metric every N steps and after the last (--eval-task, else --eval-sts); the scores go to losses.csv/png.", DefaultValueFactory = _ => 0 };
+        var evalTask = new Option<string?>("--eval-task") { Description = "Dev metric for --eval-every: a task of `ullme eval` (e.g. STSBenchmark, Banking77Classification) or type:path; its main score." };
+        var evalDataDir = new Option<string?>("--eval-data-dir") { Description = "Folder holding --eval-task's data, as `ullme eval --data-dir` (default: the current folder)." };
+        var evalLimit = new Option<int?>("--eval-limit") { Description = "At most N items per split of --eval-task (a quicker dev score)." };
+        var keepBest = new Option<bool>("--keep-best") { Description = "With --eval-every: write the weights of the best-scoring evaluation instead of the last step's." };
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write losses.png." };
         var allowNonFinite = new Option<bool>("--allow-non-finite-weights") { Description = "Load weights holding NaN/Inf (refused by default) with a warning per tensor; steps whose loss is NaN are skipped." };
         var dtype = CommonOptions.DType();
@@ -100,7 +106,7 @@ internal static class TrainCommand
             model, from, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
             loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, maskFalseNegatives, maskRatio, maskToken, attentionDropout, guideModel, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
-            maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, noPlot, dtype, device, threads, allowNonFinite,
+            maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, evalEvery, evalTask, evalDataDir, evalLimit, keepBest, noPlot, dtype, device, threads, allowNonFinite,
         };
         command.SetAction((parse, cancellationToken) =>
         {
@@ -114,6 +120,14 @@ internal static class TrainCommand
             Positive(parse.GetValue(generationChunk), "--generation-chunk");
             Positive(parse.GetValue(maxLength), "--max-length");
             Positive(parse.GetValue(keepCheckpoints), "--keep-checkpoints");
+            if (parse.GetValue(evalEvery) < 0) throw new UllmeException($"--eval-every must be 0 or more, got {parse.GetValue(evalEvery)}.");
+            if (parse.GetValue(evalEvery) > 0 && parse.GetValue(evalTask) is null && parse.GetValue(evalSts) is null)
+                throw new UllmeException("--eval-every needs a dev metric: --eval-task <task> or --eval-sts <file>.");
+            if ((parse.GetValue(evalTask) is not null || parse.GetValue(evalDataDir) is not null || parse.GetValue(evalLimit) is not null) && parse.GetValue(evalEvery) == 0)
+                throw new UllmeException("--eval-task, --eval-data-dir and --eval-limit score during training; give --eval-every N too.");
+            if (parse.GetValue(keepBest) && parse.GetValue(evalEvery) == 0)
+                throw new UllmeException("--keep-best chooses among the evaluations of --eval-every; give --eval-every N too.");
+            Positive(parse.GetValue(evalLimit), "--eval-limit");
             if (parse.GetValue(checkpointEvery) < 0) throw new UllmeException($"--checkpoint-every must be 0 or more, got {parse.GetValue(checkpointEvery)}.");
             bool isFull = parse.GetValue(full);
             if (isFull && (parse.GetValue(loraRank) is not null || parse.GetValue(loraAlpha) is not null || parse.GetValue(loraDropout) is not null || parse.GetValue(loraTargets) is not null))
@@ -137,6 +151,9 @@ internal static class TrainCommand
                 Resume = parse.GetValue(resume),
                 Overwrite = parse.GetValue(overwrite),
                 EvalSts = parse.GetValue(evalSts),
+                EvalTask = parse.GetValue(evalTask),
+                EvalDataDir = parse.GetValue(evalDataDir),
+                EvalLimit = parse.GetValue(evalLimit),
                 GuideModel = parse.GetValue(guideModel),
                 Plot = !parse.GetValue(noPlot),
                 LoadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!) with { AllowNonFiniteWeights = parse.GetValue(allowNonFinite) },
@@ -176,6 +193,8 @@ internal static class TrainCommand
                     CheckpointEvery = parse.GetValue(checkpointEvery),
                     KeepCheckpoints = parse.GetValue(keepCheckpoints),
                     Resume = parse.GetValue(resume),
+                    EvaluateEvery = parse.GetValue(evalEvery),
+                    KeepBest = parse.GetValue(keepBest),
                 },
             };
             CommonOptions.ApplyThreads(parse.GetValue(threads));
@@ -197,6 +216,9 @@ internal static class TrainCommand
         public Ullme.MLNet.Onnx.OnnxQuantization? ExportOnnx { get; init; }
         public bool Overwrite { get; init; }
         public string? EvalSts { get; init; }
+        public string? EvalTask { get; init; }
+        public string? EvalDataDir { get; init; }
+        public int? EvalLimit { get; init; }
         public string? GuideModel { get; init; }
         public bool Plot { get; init; }
         public required ModelLoadOptions LoadOptions { get; init; }
@@ -232,6 +254,9 @@ internal static class TrainCommand
         bool plainText = IsPlainTextStrategy(s.Strategy);
         var examples = plainText ? TrainingData.FromTexts(TrainingData.LoadTexts(s.Data)) : TrainingData.LoadJsonl(s.Data);
         var sts = s.EvalSts is null ? null : ReadSts(s.EvalSts);
+        ISweepMetric? evaluator = s.Options.EvaluateEvery == 0 ? null
+            : s.EvalTask is not null ? new TaskMetric(Ullme.MLNet.Evaluation.BuiltInTasks.Create(s.EvalTask, s.EvalDataDir ?? "."), limit: s.EvalLimit)
+            : new StsSpearmanMetric(sts!);
         var folders = RunFolders.Prepare(s.Output, s.CheckpointDir, s.Resume, s.Overwrite);
 
         using var model = CliConsole.LoadModel(s.Model, s.LoadOptions);
@@ -253,6 +278,7 @@ internal static class TrainCommand
             MaxLength = s.MaxLength ?? defaults.MaxLength,
             CheckpointDirectory = folders.Checkpoints,
             GuideModel = guide,
+            Evaluator = evaluator,
         };
         var tuner = new UllmeFineTuner(model, options);    // validates every option against the model
         var embedding = new EmbeddingOptions { Pooling = options.Pooling, Attention = options.EmbeddingAttention, MaxLength = options.MaxLength, BatchSize = 64 };
@@ -269,7 +295,7 @@ internal static class TrainCommand
         if (resumeState is not null) CliConsole.Note($"Resuming from step {resumeState.Step} ({latest}).");
 
         FineTuneResult result;
-        using (var log = LossLog.Open(folders.Checkpoints, weights, resumeState?.Step, strategy == TrainingStrategy.Mntp))
+        using (var log = LossLog.Open(folders.Checkpoints, weights, resumeState?.Step, strategy == TrainingStrategy.Mntp, evaluator?.Name))
         {
             long seenBefore = resumeState is null ? 0 : (long)resumeState.Epoch * examples.Count + resumeState.PositionInEpoch;
             try
@@ -282,6 +308,9 @@ internal static class TrainCommand
             }
             if (result.History.Count > 0 && result.History.All(h => !h.Applied))
                 throw new UllmeException($"Every training step was skipped ({result.History[0].Message}); no model was written. Check the data, lower --lr, or add --max-grad-norm.");
+            if (result.BestStep is int bestStep && evaluator is not null)
+                CliConsole.Note(string.Create(CultureInfo.InvariantCulture, $"best {evaluator.Name} {result.BestEvaluation:F4} at step {bestStep}") +
+                    (result.RestoredBest ? "; its weights are the ones written (--keep-best)." : "."));
             if (result.StepsSkipped > 0)
                 CliConsole.Warn($"{result.StepsSkipped} of {result.History.Count} steps were skipped for NaN/∞ (weights left unchanged for those steps); see losses.csv (applied = 0).");
 
@@ -293,7 +322,7 @@ internal static class TrainCommand
                 model.SaveFolder(staging, new EmbeddingDefaults(options.Pooling, options.EmbeddingAttention, defaults.Normalize, options.MaxLength));
                 File.Copy(log.Path, Path.Combine(staging, LossLog.FileName));
                 if (s.Plot && log.Rows.Count > 0)
-                    LossPlot.Save(Path.Combine(staging, LossPlot.FileName), log.Rows, $"{model.ModelId}: {strategy}");
+                    LossPlot.Save(Path.Combine(staging, LossPlot.FileName), log.Rows, $"{model.ModelId}: {strategy}", evaluator?.Name);
                 var summary = Summary(s, model, examples.Count, options, result, log, stsBefore, stsAfter, folders, loadStart);
                 File.WriteAllText(Path.Combine(staging, RunFolders.SummaryFile), summary.ToJsonString(OptionsJson));
                 folders.Publish(staging);
@@ -393,11 +422,13 @@ internal static class TrainCommand
             {
                 var row = Record(p);
                 int every = Math.Max(1, p.TotalSteps / 20);
-                if (p.Step == resumedStep + 1 || p.Step % every == 0 || p.Step == p.TotalSteps)
-                    Console.Error.WriteLine($"step {p.Step}/{p.TotalSteps} epoch {p.Epoch} lr {p.LearningRate:G3} {p.Losses} ({row.SamplesPerSecond:F1} samples/s)");
+                if (p.Step == resumedStep + 1 || p.Step % every == 0 || p.Step == p.TotalSteps || p.Evaluation is not null)
+                    Console.Error.WriteLine($"step {p.Step}/{p.TotalSteps} epoch {p.Epoch} lr {p.LearningRate:G3} {p.Losses} ({row.SamplesPerSecond:F1} samples/s)"
+                        + (p.Evaluation is double score ? string.Create(CultureInfo.InvariantCulture, $", {log.EvaluationColumn} {score:F4}") : ""));
             }), cancellationToken);
         }
         FineTuneResult result = null!;
+        string lastScore = "";
         err.Progress()
             .AutoClear(false)
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
@@ -410,7 +441,8 @@ internal static class TrainCommand
                     var row = Record(p);
                     bar.MaxValue = p.TotalSteps;
                     bar.Value = p.Step;
-                    bar.Description = Markup.Escape($"step {p.Step}/{p.TotalSteps} · {p.Losses} · {row.SamplesPerSecond:F1}/s");
+                    if (p.Evaluation is double score) lastScore = string.Create(CultureInfo.InvariantCulture, $" · {log.EvaluationColumn} {score:F4}");
+                    bar.Description = Markup.Escape($"step {p.Step}/{p.TotalSteps} · {p.Losses} · {row.SamplesPerSecond:F1}/s{lastScore}");
                 }), cancellationToken);
                 bar.Value = bar.MaxValue;
             });
@@ -465,6 +497,15 @@ internal static class TrainCommand
                 ["file"] = Path.GetFullPath(s.EvalSts),
                 ["spearman_before"] = stsBefore is double b ? Math.Round(b, 6) : null,
                 ["spearman_after"] = stsAfter is double a ? Math.Round(a, 6) : null,
+            },
+            ["evaluation"] = options.Evaluator is not { } metric ? null : new JsonObject
+            {
+                ["metric"] = metric.Name,
+                ["every"] = options.EvaluateEvery,
+                ["best_step"] = result.BestStep,
+                ["best"] = result.BestEvaluation is double be ? Math.Round(be, 6) : null,
+                ["keep_best"] = options.KeepBest,
+                ["restored_best"] = result.RestoredBest,
             },
             ["checkpoint"] = result.LastCheckpoint is null ? null
                 : folders.CheckpointsInsideOutput ? Path.Combine(RunFolders.CheckpointsFolder, Path.GetFileName(result.LastCheckpoint)) : result.LastCheckpoint,

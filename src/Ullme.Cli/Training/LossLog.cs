@@ -9,7 +9,7 @@ namespace Ullme.Cli.Training;
 /// gradient norm and throughput.</summary>
 internal sealed record LossRow(int Step, int Epoch, double LearningRate, double Total, double? Contrastive, double? LanguageModel,
     double? Preference, double? Consistency, double GradientNorm, bool Applied, double SamplesPerSecond, double ElapsedSeconds,
-    double? MaskedNextToken = null);
+    double? MaskedNextToken = null, double? Evaluation = null);
 
 /// <summary>
 /// The per-step loss log of a run. It lives next to the checkpoints and is appended (and flushed) after every step,
@@ -34,9 +34,10 @@ internal sealed class LossLog : IDisposable
     private readonly StreamWriter _writer;
     private readonly List<LossRow> _rows;
 
-    private LossLog(string path, LossWeights weights, bool mntp, List<LossRow> kept)
+    private LossLog(string path, LossWeights weights, bool mntp, string? evaluation, List<LossRow> kept)
     {
         Path = path;
+        EvaluationColumn = evaluation is null ? null : "eval_" + evaluation;
         _terms = TermColumns.Where(t => t.Name switch
         {
             "contrastive" => weights.Contrastive > 0,
@@ -45,6 +46,7 @@ internal sealed class LossLog : IDisposable
             "kl" => weights.Consistency > 0,
             _ => mntp,
         }).ToArray();
+        if (EvaluationColumn is not null) _terms = [.. _terms, (EvaluationColumn, r => r.Evaluation)];
         _rows = kept;
         // Rewrite the kept rows (dropping a torn last line or rows past the resume point), then append per step.
         var sb = new StringBuilder().Append(Header()).Append('\n');
@@ -55,6 +57,9 @@ internal sealed class LossLog : IDisposable
 
     public string Path { get; }
 
+    /// <summary>The column of the dev metric (<c>eval_</c> + its name), or null without evaluation.</summary>
+    public string? EvaluationColumn { get; }
+
     /// <summary>All rows, those kept from before a resume included.</summary>
     public IReadOnlyList<LossRow> Rows => _rows;
 
@@ -63,13 +68,14 @@ internal sealed class LossLog : IDisposable
 
     /// <summary>Opens the log in <paramref name="directory"/>: fresh (<paramref name="resumeStep"/> null) or keeping
     /// the rows with step ≤ <paramref name="resumeStep"/>. <paramref name="mntp"/>: the run trains masked next-token
-    /// prediction (its loss gets the mntp column).</summary>
-    public static LossLog Open(string directory, LossWeights weights, int? resumeStep, bool mntp = false)
+    /// prediction (its loss gets the mntp column); <paramref name="evaluation"/>: the dev metric's name (an
+    /// <c>eval_</c> column, filled on evaluated steps).</summary>
+    public static LossLog Open(string directory, LossWeights weights, int? resumeStep, bool mntp = false, string? evaluation = null)
     {
         Directory.CreateDirectory(directory);
         string path = System.IO.Path.Combine(directory, FileName);
         var kept = resumeStep is int s && File.Exists(path) ? Read(path).Where(r => r.Step <= s).ToList() : [];
-        return new LossLog(path, weights, mntp, kept);
+        return new LossLog(path, weights, mntp, evaluation, kept);
     }
 
     public void Append(LossRow row)
@@ -109,7 +115,8 @@ internal sealed class LossLog : IDisposable
             {
                 rows.Add(new LossRow(int.Parse(f[Col("step")], CultureInfo.InvariantCulture), int.Parse(f[Col("epoch")], CultureInfo.InvariantCulture),
                     D(f[Col("lr")]), D(f[Col("total")]), Term("contrastive"), Term("lm"), Term("preference"), Term("kl"),
-                    D(f[Col("grad_norm")]), f[Col("applied")] == "1", D(f[Col("samples_per_s")]), D(f[Col("elapsed_s")]), Term("mntp")));
+                    D(f[Col("grad_norm")]), f[Col("applied")] == "1", D(f[Col("samples_per_s")]), D(f[Col("elapsed_s")]), Term("mntp"),
+                    Array.FindIndex(names, n => n.StartsWith("eval_", StringComparison.Ordinal)) is int e and >= 0 && f[e].Length > 0 ? D(f[e]) : null));
             }
             catch (Exception e) when (e is FormatException or OverflowException or IndexOutOfRangeException)
             {
@@ -131,5 +138,5 @@ internal sealed class LossLog : IDisposable
     /// <summary>A row from a progress report.</summary>
     public static LossRow FromProgress(TrainingProgress p, double samplesPerSecond, double elapsedSeconds) =>
         new(p.Step, p.Epoch, p.LearningRate, p.Losses.Total, p.Losses.Contrastive, p.Losses.LanguageModel, p.Losses.Preference,
-            p.Losses.Consistency, p.GradientNorm, p.Applied, samplesPerSecond, elapsedSeconds, p.Losses.MaskedNextToken);
+            p.Losses.Consistency, p.GradientNorm, p.Applied, samplesPerSecond, elapsedSeconds, p.Losses.MaskedNextToken, p.Evaluation);
 }

@@ -12,7 +12,7 @@ internal static class LossPlot
 {
     public const string FileName = "losses.png";
 
-    public static void Save(string path, IReadOnlyList<LossRow> rows, string title)
+    public static void Save(string path, IReadOnlyList<LossRow> rows, string title, string? evaluation = null)
     {
         var plot = new Plot();
         plot.Title(title);
@@ -39,7 +39,19 @@ internal static class LossPlot
             smooth.LineWidth = 2;
             smooth.LegendText = name;
         }
-        if (rows.Count > 0)
+        var scored = rows.Where(r => r.Evaluation is double v && double.IsFinite(v)).ToArray();
+        if (scored.Length > 0)
+        {
+            // The dev metric on the right axis (the learning rate stays in losses.csv).
+            var eval = plot.Add.Scatter(scored.Select(r => (double)r.Step).ToArray(), scored.Select(r => r.Evaluation!.Value).ToArray(), Colors.Black);
+            eval.MarkerSize = 6;
+            eval.LineWidth = 1.5f;
+            eval.LegendText = evaluation ?? "dev metric";
+            var right = plot.Axes.Right;
+            eval.Axes.YAxis = right;
+            right.Label.Text = evaluation ?? "dev metric";
+        }
+        else if (rows.Count > 0)
         {
             var lr = plot.Add.Scatter(rows.Select(r => (double)r.Step).ToArray(), rows.Select(r => r.LearningRate).ToArray(), Colors.Gray);
             lr.MarkerSize = 0;

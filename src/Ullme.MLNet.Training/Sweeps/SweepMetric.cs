@@ -52,3 +52,43 @@ public sealed class StsSpearmanMetric : ISweepMetric
         return Correlation.Spearman(_pairs.Select(p => p.Score).ToArray(), PairedScores.Cosine(e1, e2));
     }
 }
+
+/// <summary>
+/// Any MTEB-style task as a dev metric (<see cref="Evaluation.BuiltInTasks.Create(string, string)"/>: a built-in name such
+/// as <c>STSBenchmark</c> or <c>Banking77Classification</c>, or <c>sts:path</c> and the other generic specs): the
+/// task's main score on <see cref="Split"/>, or on its first split.
+/// </summary>
+public sealed class TaskMetric : ISweepMetric
+{
+    private readonly Evaluation.EvaluationTask _task;
+
+    public TaskMetric(Evaluation.EvaluationTask task, string? split = null, int? limit = null)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        if (split is not null && !task.Splits.Contains(split))
+            throw new UllmeException($"Task {task.Name} has no split '{split}' (it has {string.Join(", ", task.Splits)}).");
+        _task = task;
+        Split = split ?? task.Splits[0];
+        Limit = limit;
+    }
+
+    /// <summary>The split scored.</summary>
+    public string Split { get; }
+
+    /// <summary>At most this many items per split (a quick dev score), or null for all.</summary>
+    public int? Limit { get; }
+
+    /// <summary>The task's name and main score, e.g. <c>STSBenchmark_cosine_spearman</c>.</summary>
+    public string Name => $"{_task.Name}_{_task.MainScore}";
+
+    public bool HigherIsBetter => true;
+
+    public double Evaluate(UllmeModel model, EmbeddingOptions embedding)
+    {
+        var context = new Evaluation.EvaluationContext(new Evaluation.EngineEmbeddingSource(new EmbeddingEngine(model), embedding)) { Limit = Limit };
+        var scores = _task.Evaluate(context);
+        if (!scores.TryGetValue(Split, out var split))
+            throw new UllmeException($"Task {_task.Name} returned no scores for split '{Split}'.");
+        return split.MainScore;
+    }
+}

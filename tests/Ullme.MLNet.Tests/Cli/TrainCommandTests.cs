@@ -164,6 +164,48 @@ public sealed class TrainCommandTests : IDisposable
         Assert.False(Directory.Exists(PathOf("o")));
     }
 
+    [Fact]
+    public void EvalEveryAndKeepBestNeedEachOtherAndAMetric()
+    {
+        File.WriteAllLines(PathOf("d.jsonl"), ["{\"query\": \"a\", \"positive\": \"b\"}"]);
+        var (code, err) = Run("train", "--data", PathOf("d.jsonl"), "--output", PathOf("o"), "--keep-best");
+        Assert.Equal(1, code);
+        Assert.Contains("--eval-every", err);
+        (code, err) = Run("train", "--data", PathOf("d.jsonl"), "--output", PathOf("o"), "--eval-every", "5");
+        Assert.Equal(1, code);
+        Assert.Contains("--eval-task", err);
+        (code, err) = Run("train", "--data", PathOf("d.jsonl"), "--output", PathOf("o"), "--eval-task", "STSBenchmark");
+        Assert.Equal(1, code);
+        Assert.Contains("--eval-every", err);
+        Assert.False(Directory.Exists(PathOf("o")));
+    }
+
+    [AssetFact]
+    public void EvalEveryScoresTheTaskIntoLossesCsv_AndKeepBestWritesTheBestStepsModel()
+    {
+        string output = PathOf("best");
+        var (code, err) = Run("train", "-m", Assets.Stories260K, "--strategy", "contrastive", "--data", SnliData(96), "--output", output,
+            "--full", "--lr", "3e-3", "--steps", "6", "--batch-size", "16", "--max-length", "48", "--eval-every", "2", "--eval-task", "STSBenchmark",
+            "--eval-data-dir", Assets.Path("data"), "--eval-limit", "150", "--keep-best", "--threads", "1");
+        Assert.True(code == 0, err);
+        var csv = Csv(Path.Combine(output, "losses.csv"));
+        int column = Array.IndexOf(csv[0], "eval_STSBenchmark_cosine_spearman");
+        Assert.True(column > 0, string.Join(',', csv[0]));
+        var scores = csv.Skip(1).Select(r => r[column]).ToList();
+        Assert.Equal(["", "x", "", "x", "", "x"], scores.Select(v => v.Length == 0 ? "" : "x"));
+        var evaluation = Summary(output).GetProperty("evaluation");
+        double best = evaluation.GetProperty("best").GetDouble();
+        int bestStep = evaluation.GetProperty("best_step").GetInt32();
+        Assert.Equal(scores.Where(v => v.Length > 0).Max(v => double.Parse(v, CultureInfo.InvariantCulture)), best, 6);
+        Assert.Equal(bestStep != 6, evaluation.GetProperty("restored_best").GetBoolean());
+
+        // The written model scores the best evaluation's value, whichever step that was.
+        using var tuned = UllmeModel.Load(output);
+        var metric = new MLNet.Training.Sweeps.TaskMetric(MLNet.Evaluation.BuiltInTasks.Create("STSBenchmark", Assets.Path("data")), limit: 150);
+        double again = metric.Evaluate(tuned, new EmbeddingOptions { Pooling = tuned.Defaults.Pooling, Attention = tuned.Defaults.Attention, MaxLength = 48 });
+        Assert.Equal(best, again, 4);
+    }
+
     [AssetFact]
     public void Llm2VecStagesChain_MntpThenSimCseFromItsOutput_ThenSupervised()
     {
