@@ -68,7 +68,13 @@ internal sealed class BatchStep : ITrainingStep
         {
             var groups = _encoder.EmbeddingGroups(batch);
             leaves = EmbeddingLeaves.Create(groups, _policy.Embed, stepper is not null, _options.GradCacheChunkSize);
-            embeddings = new EmbeddingInputs(leaves.Leaves[0], leaves.Leaves[1], groups.Count > 2 ? leaves.Leaves[2] : null);
+            bool hasNegatives = batch.Any(e => e.Negatives.Count > 0);
+            var extraOwners = TrainingBatchEncoder.ExtraPositives(batch).Owner;
+            embeddings = new EmbeddingInputs(leaves.Leaves[0], leaves.Leaves[1], hasNegatives ? leaves.Leaves[2] : null)
+            {
+                ExtraPositives = extraOwners.Count > 0 ? leaves.Leaves[hasNegatives ? 3 : 2] : null,
+                ExtraOwners = extraOwners,
+            };
         }
         try
         {

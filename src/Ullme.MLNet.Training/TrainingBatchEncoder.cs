@@ -32,16 +32,30 @@ internal sealed class TrainingBatchEncoder
         return (texts, owner);
     }
 
-    /// <summary>The texts to embed: [queries, positives] and, when the batch has any, the flattened negatives.</summary>
+    /// <summary>Every extra positive of the batch (<see cref="TrainingExample.ExtraPositives"/>), flattened in query
+    /// order, with the query it belongs to.</summary>
+    public static (List<string> Texts, List<int> Owner) ExtraPositives(IReadOnlyList<TrainingExample> batch)
+    {
+        var texts = new List<string>();
+        var owner = new List<int>();
+        for (int q = 0; q < batch.Count; q++)
+            foreach (var p in batch[q].ExtraPositives) { owner.Add(q); texts.Add(p); }
+        return (texts, owner);
+    }
+
+    /// <summary>The texts to embed: [queries, positives], then the flattened negatives and the flattened extra positives
+    /// when the batch has any.</summary>
     public List<TokenBatch> EmbeddingGroups(IReadOnlyList<TrainingExample> batch)
     {
         var negatives = Negatives(batch).Texts;
+        var extras = ExtraPositives(batch).Texts;
         var groups = new List<TokenBatch>
         {
             Texts(batch.Select(e => e.Query).ToList(), batch.Select(e => e.Instruction).ToList()),
             Texts(batch.Select(e => e.Positive).ToList(), null),
         };
         if (negatives.Count > 0) groups.Add(Texts(negatives, null));
+        if (extras.Count > 0) groups.Add(Texts(extras, null));
         return groups;
     }
 

@@ -6,6 +6,11 @@ namespace Ullme.MLNet.Training;
 /// optional task instruction for the query.</summary>
 public sealed record TrainingExample(string Query, string Positive, IReadOnlyList<string> Negatives, string? Instruction = null)
 {
+    /// <summary>Further positives of the query besides <see cref="Positive"/> (JSONL <c>"positives": [...]</c>). The
+    /// contrastive term trains every one of them as a target (<see cref="Losses.ContrastiveLoss.ComputeMultiPositive"/>);
+    /// the generation terms use <see cref="Positive"/>. Empty by default.</summary>
+    public IReadOnlyList<string> ExtraPositives { get; init; } = [];
+
     /// <summary>A query with no hard negatives.</summary>
     public TrainingExample(string query, string positive) : this(query, positive, []) { }
 }
@@ -14,7 +19,9 @@ public sealed record TrainingExample(string Query, string Positive, IReadOnlyLis
 public static class TrainingData
 {
     /// <summary>
-    /// Reads JSON Lines: one object per line with <c>"query"</c> and <c>"positive"</c> (strings),
+    /// Reads JSON Lines: one object per line with <c>"query"</c> and <c>"positive"</c> (strings) — or, for several
+    /// positives, <c>"positives"</c> (a non-empty array of strings: the first is <see cref="TrainingExample.Positive"/>,
+    /// the rest <see cref="TrainingExample.ExtraPositives"/>) —
     /// <c>"negatives"</c> (array of strings; optional, may be empty) and <c>"instruction"</c> (string; optional).
     /// Blank lines are skipped. Any other problem is an error naming the file and the line.
     /// </summary>
@@ -52,23 +59,15 @@ public static class TrainingData
             if (root.ValueKind != JsonValueKind.Object)
                 throw new UllmeException($"{where}: expected a JSON object with \"query\", \"positive\" and \"negatives\".");
             string query = RequiredString(root, "query", where);
-            string positive = RequiredString(root, "positive", where);
-            var negatives = new List<string>();
-            if (root.TryGetProperty("negatives", out var neg) && neg.ValueKind != JsonValueKind.Null)
-            {
-                if (neg.ValueKind != JsonValueKind.Array)
-                    throw new UllmeException($"{where}: \"negatives\" must be an array of strings, got {neg.ValueKind}.");
-                int i = 0;
-                foreach (var item in neg.EnumerateArray())
-                {
-                    if (item.ValueKind != JsonValueKind.String)
-                        throw new UllmeException($"{where}: \"negatives\"[{i}] must be a string, got {item.ValueKind}.");
-                    string text = item.GetString()!;
-                    if (text.Length == 0) throw new UllmeException($"{where}: \"negatives\"[{i}] is empty.");
-                    negatives.Add(text);
-                    i++;
-                }
-            }
+            bool hasList = root.TryGetProperty("positives", out var list) && list.ValueKind != JsonValueKind.Null;
+            bool hasOne = root.TryGetProperty("positive", out var one) && one.ValueKind != JsonValueKind.Null;
+            if (hasList && hasOne) throw new UllmeException($"{where}: give \"positive\" or \"positives\", not both.");
+            var positives = hasList ? StringArray(list, "positives", where) : [RequiredString(root, "positive", where)];
+            if (positives.Count == 0) throw new UllmeException($"{where}: \"positives\" is empty.");
+            string positive = positives[0];
+            var negatives = root.TryGetProperty("negatives", out var neg) && neg.ValueKind != JsonValueKind.Null
+                ? StringArray(neg, "negatives", where)
+                : [];
             string? instruction = null;
             if (root.TryGetProperty("instruction", out var ins) && ins.ValueKind != JsonValueKind.Null)
             {
@@ -76,7 +75,7 @@ public static class TrainingData
                     throw new UllmeException($"{where}: \"instruction\" must be a string, got {ins.ValueKind}.");
                 instruction = ins.GetString();
             }
-            return new TrainingExample(query, positive, negatives, string.IsNullOrEmpty(instruction) ? null : instruction);
+            return new TrainingExample(query, positive, negatives, string.IsNullOrEmpty(instruction) ? null : instruction) { ExtraPositives = positives.Skip(1).ToList() };
         }
     }
 
@@ -131,6 +130,24 @@ public static class TrainingData
             }
         }
         if (texts.Count == 0) throw new UllmeException($"Text file '{path}' has no texts.");
+        return texts;
+    }
+
+    private static List<string> StringArray(JsonElement value, string name, string where)
+    {
+        if (value.ValueKind != JsonValueKind.Array)
+            throw new UllmeException($"{where}: \"{name}\" must be an array of strings, got {value.ValueKind}.");
+        var texts = new List<string>();
+        int i = 0;
+        foreach (var item in value.EnumerateArray())
+        {
+            if (item.ValueKind != JsonValueKind.String)
+                throw new UllmeException($"{where}: \"{name}\"[{i}] must be a string, got {item.ValueKind}.");
+            string text = item.GetString()!;
+            if (text.Length == 0) throw new UllmeException($"{where}: \"{name}\"[{i}] is empty.");
+            texts.Add(text);
+            i++;
+        }
         return texts;
     }
 

@@ -10,7 +10,14 @@ namespace Ullme.MLNet.Training;
 /// <param name="Queries">[B, H].</param>
 /// <param name="Positives">[B, H]: row q is query q's positive.</param>
 /// <param name="Negatives">[N, H], the batch's hard negatives flattened in query order, or null when there are none.</param>
-internal sealed record EmbeddingInputs(Tensor Queries, Tensor Positives, Tensor? Negatives);
+internal sealed record EmbeddingInputs(Tensor Queries, Tensor Positives, Tensor? Negatives)
+{
+    /// <summary>[E, H] the batch's extra positives, flattened in query order, or null when there are none.</summary>
+    public Tensor? ExtraPositives { get; init; }
+
+    /// <summary>The query of each extra positive.</summary>
+    public IReadOnlyList<int> ExtraOwners { get; init; } = [];
+}
 
 /// <summary>
 /// The training objective of grl-spec.md, one concept: leaf embeddings and generation log-probs in, the weighted
@@ -84,7 +91,8 @@ internal sealed class TrainingObjective
     {
         if (Weights.Contrastive <= 0 || (!_options.MaskFalseNegatives && _options.GuideModel is null)) return null;
         var positives = batch.Select(e => e.Positive).ToList();
-        var negatives = batch.SelectMany(e => e.Negatives).ToList();
+        // Candidate columns: [positives | hard negatives | extra positives], the contrastive loss's order.
+        var negatives = batch.SelectMany(e => e.Negatives).Concat(TrainingBatchEncoder.ExtraPositives(batch).Texts).ToList();
         var byText = _options.MaskFalseNegatives ? ContrastiveLoss.FalseNegatives(positives, negatives) : null;
         bool[,]? byGuide = null;
         if (_options.GuideModel is { } guide)
@@ -107,9 +115,12 @@ internal sealed class TrainingObjective
     {
         if (Weights.Contrastive <= 0) return null;
         using var excluded = tally.Excluded is { } mask ? torch.tensor(mask, device: e.Queries.device) : null;
+        var extra = e.ExtraPositives is { } x ? (x, e.ExtraOwners) : ((Tensor, IReadOnlyList<int>)?)null;
         var loss = _matryoshka is not null
-            ? _matryoshka.Compute(e.Queries, e.Positives, e.Negatives, excluded)
-            : _contrastive.ComputeMasked(e.Queries, e.Positives, e.Negatives, excluded);
+            ? _matryoshka.Compute(e.Queries, e.Positives, e.Negatives, excluded, extra)
+            : extra is { } multi
+                ? _contrastive.ComputeMultiPositive(e.Queries, e.Positives, e.Negatives, multi.Item1, multi.Item2, excluded)
+                : _contrastive.ComputeMasked(e.Queries, e.Positives, e.Negatives, excluded);
         tally.Contrastive = Value(loss);
         return Scaled(loss, Weights.Contrastive);
     }

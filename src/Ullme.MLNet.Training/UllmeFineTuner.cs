@@ -94,13 +94,14 @@ public sealed class UllmeFineTuner
         for (int i = 0; i < data.Count; i++)
         {
             var e = data[i];
-            if (e is null || string.IsNullOrEmpty(e.Query) || string.IsNullOrEmpty(e.Positive) || e.Negatives is null || e.Negatives.Any(string.IsNullOrEmpty))
-                throw new UllmeException($"Training example {i} needs a non-empty query and positive and non-empty negatives.");
+            if (e is null || string.IsNullOrEmpty(e.Query) || string.IsNullOrEmpty(e.Positive) || e.Negatives is null || e.Negatives.Any(string.IsNullOrEmpty)
+                || e.ExtraPositives is null || e.ExtraPositives.Any(string.IsNullOrEmpty))
+                throw new UllmeException($"Training example {i} needs a non-empty query and positive and non-empty negatives and extra positives.");
         }
         if (_options.Strategy is TrainingStrategy.Mntp or TrainingStrategy.SimCse)
         {
             for (int i = 0; i < data.Count; i++)
-                if (data[i].Query != data[i].Positive || data[i].Negatives.Count > 0 || data[i].Instruction is not null)
+                if (data[i].Query != data[i].Positive || data[i].Negatives.Count > 0 || data[i].ExtraPositives.Count > 0 || data[i].Instruction is not null)
                     throw new UllmeException($"Strategy {_options.Strategy} trains on plain texts, but training example {i} is a (query, positive, negatives) triple; build the data with TrainingData.FromTexts (or use Strategy = Contrastive).");
         }
         if (_trained) throw new UllmeException("This fine-tuner has already trained; create a new one (with the tuned model) to train again.");

@@ -104,6 +104,90 @@ public sealed class ContrastiveLoss
     }
 
     /// <summary>
+    /// InfoNCE with several positives per query, as supervised contrastive learning's L_out (Khosla et al. 2020): each
+    /// of query i's positives P_i is a target in turn, with the query's other positives left out of that term's softmax
+    /// (they are not its negatives), and the terms are averaged per query:
+    /// <code>
+    ///   L = −(1/Q) Σ_i (1/|P_i|) Σ_{j ∈ P_i} log( exp s(q_i, c_j) / Σ_{c ∉ P_i \ {j}} exp s(q_i, c) )
+    /// </code>
+    /// over the candidates [positives (Q) | hard negatives (N) | extra positives (E)]; every other query's positives,
+    /// extra ones included, are in-batch negatives. With one positive per query it is <see cref="ComputeMasked"/>. In the
+    /// symmetric direction each query's first positive picks its query, as there.
+    /// </summary>
+    /// <param name="queries">[Q, H].</param>
+    /// <param name="positives">[Q, H]: each query's first positive.</param>
+    /// <param name="hardNegatives">[N, H] or null.</param>
+    /// <param name="extraPositives">[E, H]: the further positives, flattened.</param>
+    /// <param name="extraOwners">E query indices: whose positive each row of <paramref name="extraPositives"/> is.</param>
+    /// <param name="excluded">Bool [Q, Q + N + E] or null, as in <see cref="ComputeMasked"/>; an exclusion of a query's own
+    /// extra positive is ignored (it is a positive).</param>
+    public Tensor ComputeMultiPositive(Tensor queries, Tensor positives, Tensor? hardNegatives, Tensor extraPositives, IReadOnlyList<int> extraOwners, Tensor? excluded = null)
+    {
+        ArgumentNullException.ThrowIfNull(extraPositives);
+        ArgumentNullException.ThrowIfNull(extraOwners);
+        LossChecks.Rank(extraPositives, 2, "extraPositives");
+        long qn = queries.shape[0];
+        if (extraPositives.shape[0] != extraOwners.Count)
+            throw new UllmeException($"ContrastiveLoss: {extraPositives.shape[0]} extra positives but {extraOwners.Count} owners.");
+        if (extraOwners.Any(o => o < 0 || o >= qn))
+            throw new UllmeException($"ContrastiveLoss: an extra positive's owner is outside the {qn} queries.");
+        if (extraPositives.shape[0] > 0 && extraPositives.shape[1] != queries.shape[1])
+            throw new UllmeException($"ContrastiveLoss: extraPositives width {extraPositives.shape[1]} differs from the query width {queries.shape[1]}.");
+        if (extraOwners.Count == 0) return ComputeMasked(queries, positives, hardNegatives, excluded);
+        long n = hardNegatives?.shape[0] ?? 0;
+        var others = n > 0 ? cat([hardNegatives!, extraPositives], 0) : extraPositives;
+        long c = qn + n + extraOwners.Count;
+
+        // Rows: one per (query, positive) pair, with the query's other positives masked.
+        var own = new bool[qn, c];
+        for (int i = 0; i < qn; i++) own[i, i] = true;
+        for (int k = 0; k < extraOwners.Count; k++) own[extraOwners[k], qn + n + k] = true;
+        var rowQuery = new List<long>();
+        var rowTarget = new List<long>();
+        var rowWeight = new List<double>();
+        var rowMask = new List<bool>();
+        for (int i = 0; i < qn; i++)
+        {
+            var mine = Enumerable.Range(0, (int)c).Where(j => own[i, j]).ToList();
+            foreach (int j in mine)
+            {
+                rowQuery.Add(i);
+                rowTarget.Add(j);
+                rowWeight.Add(1.0 / (mine.Count * qn));
+                for (int m = 0; m < c; m++) rowMask.Add(own[i, m] && m != j);
+            }
+        }
+
+        using var scope = NewDisposeScope();
+        var device = queries.device;
+        var ownMask = tensor(own, device: device);
+        Tensor? keptExcluded = null;
+        if (excluded is not null)
+        {
+            if (excluded.dtype != ScalarType.Bool || excluded.shape.Length != 2 || excluded.shape[0] != qn || excluded.shape[1] != c)
+                throw new UllmeException($"ContrastiveLoss: excluded must be a bool tensor [{qn}, {c}], got {excluded.dtype} [{string.Join(", ", excluded.shape)}].");
+            keptExcluded = excluded.to(device).logical_and(ownMask.logical_not());
+        }
+        var q = LossChecks.Upcast(queries);
+        var candidates = cat([LossChecks.Upcast(positives), LossChecks.Upcast(others)], 0);        // [C, H]
+        var logits = Scores(q, candidates, Similarity).Div(Temperature);                           // [Q, C]
+        if (keptExcluded is not null) logits = logits.MaskedFill(keptExcluded, double.NegativeInfinity);
+        var rows = tensor(rowQuery.ToArray(), device: device);
+        var masked = logits.index_select(0, rows)
+            .MaskedFill(tensor(rowMask.ToArray(), device: device).reshape(rowQuery.Count, c), double.NegativeInfinity);
+        var terms = nn.functional.cross_entropy(masked, tensor(rowTarget.ToArray(), device: device), reduction: nn.Reduction.None);
+        var loss = terms.mul(tensor(rowWeight.ToArray(), device: device).to(terms.dtype)).sum();
+        if (Symmetric)
+        {
+            var target = ScalarOps.Arange(qn, ScalarType.Int64, q.device);
+            var reverse = Scores(LossChecks.Upcast(positives), q, Similarity).Div(Temperature);    // [Q, Q]
+            if (keptExcluded is not null) reverse = reverse.MaskedFill(keptExcluded.narrow(1, 0, qn), double.NegativeInfinity);
+            loss = loss.Add(nn.functional.cross_entropy(reverse, target)).Mul(0.5);
+        }
+        return loss.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
     /// False negatives of a batch by text: candidate j (positives in query order, then the hard negatives flattened in
     /// query order) is excluded from query i's negatives when its text equals query i's positive (ordinal), j ≠ i. So a
     /// duplicate positive elsewhere in the batch, or a hard negative that is in fact the positive, is not pushed away.

@@ -30,7 +30,9 @@ public sealed class MatryoshkaLoss
     /// <param name="positives">[Q, H].</param>
     /// <param name="hardNegatives">[N, H] or null.</param>
     /// <param name="excluded">False-negative mask, see <see cref="ContrastiveLoss.ComputeMasked"/>; null: none.</param>
-    public Tensor Compute(Tensor queries, Tensor positives, Tensor? hardNegatives = null, Tensor? excluded = null)
+    /// <param name="extraPositives">Further positives [E, H] with their owners (see <see cref="ContrastiveLoss.ComputeMultiPositive"/>), or null.</param>
+    public Tensor Compute(Tensor queries, Tensor positives, Tensor? hardNegatives = null, Tensor? excluded = null,
+        (Tensor Embeddings, IReadOnlyList<int> Owners)? extraPositives = null)
     {
         Check(Dimensions, Weights, queries.shape[^1]);
         using var scope = NewDisposeScope();
@@ -38,7 +40,10 @@ public sealed class MatryoshkaLoss
         for (int k = 0; k < Dimensions.Count; k++)
         {
             long d = Dimensions[k];
-            var loss = Inner.ComputeMasked(queries.narrow(-1, 0, d), positives.narrow(-1, 0, d), hardNegatives?.narrow(-1, 0, d), excluded);
+            var loss = extraPositives is { } extra
+                ? Inner.ComputeMultiPositive(queries.narrow(-1, 0, d), positives.narrow(-1, 0, d), hardNegatives?.narrow(-1, 0, d),
+                    extra.Embeddings.narrow(-1, 0, d), extra.Owners, excluded)
+                : Inner.ComputeMasked(queries.narrow(-1, 0, d), positives.narrow(-1, 0, d), hardNegatives?.narrow(-1, 0, d), excluded);
             double w = Weights?[k] ?? 1.0;
             var term = w == 1.0 ? loss : loss.Mul(w);
             total = total is null ? term : total.Add(term);
