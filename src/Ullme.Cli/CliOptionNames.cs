@@ -46,6 +46,7 @@ internal static class CliOptionNames
         ["FineTuneOptions.KeepCheckpoints"] = "--keep-checkpoints",
         ["FineTuneOptions.MaxGradientNorm"] = "--max-grad-norm",
         ["FineTuneOptions.MaskRatio"] = "--mask-ratio",
+        ["FineTuneOptions.ShareNegativesAcrossAccumulation"] = "--shared-negatives",
         ["FineTuneOptions.MaskToken"] = "--mask-token",
         ["FineTuneOptions.AttentionDropout"] = "--attention-dropout",
         ["FineTuneOptions.Weights.Contrastive"] = "--lambda-cl",

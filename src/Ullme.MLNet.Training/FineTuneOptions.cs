@@ -178,6 +178,13 @@ public sealed record FineTuneOptions
     public double? MaxGradientNorm { get; init; }
     public int AccumulationSteps { get; init; } = 1;
 
+    /// <summary>With <see cref="AccumulationSteps"/> K &gt; 1: the K micro-batches of a step form one contrastive batch,
+    /// so every query sees the candidates of all K·<see cref="BatchSize"/> examples, as if the batch were K times
+    /// larger. The memory stays that of one micro-batch: embeddings are computed with GradCache a micro-batch (or
+    /// <see cref="GradCacheChunkSize"/> texts) at a time, and the generation terms are chunked alike. Without it (default)
+    /// each micro-batch is its own InfoNCE and only the gradients add up.</summary>
+    public bool ShareNegativesAcrossAccumulation { get; init; }
+
     // --- parameters and memory ---
     /// <summary>LoRA settings; null = full fine-tuning.</summary>
     public LoraOptions? Lora { get; init; } = new();
@@ -270,6 +277,12 @@ public sealed record FineTuneOptions
         OptionCheck.AtLeast(Epochs, 1, "FineTuneOptions.Epochs");
         OptionCheck.AtLeast(MaxSteps, 1, "FineTuneOptions.MaxSteps");
         OptionCheck.AtLeast(AccumulationSteps, 1, "FineTuneOptions.AccumulationSteps");
+        if (ShareNegativesAcrossAccumulation && AccumulationSteps < 2)
+            throw OptionCheck.Error("FineTuneOptions.ShareNegativesAcrossAccumulation", $"needs AccumulationSteps of 2 or more (got {AccumulationSteps})");
+        if (ShareNegativesAcrossAccumulation && Strategy == TrainingStrategy.Mntp)
+            throw OptionCheck.Error("FineTuneOptions.ShareNegativesAcrossAccumulation", "applies to the contrastive term; Strategy = Mntp has none");
+        if (ShareNegativesAcrossAccumulation && (long)BatchSize * AccumulationSteps > EmbeddingOptions.MaxBatchSize)
+            throw OptionCheck.Error("FineTuneOptions.ShareNegativesAcrossAccumulation", $"makes a batch of {(long)BatchSize * AccumulationSteps}, above the limit of {EmbeddingOptions.MaxBatchSize}");
         OptionCheck.AtLeast(GenerationChunkSize, 1, "FineTuneOptions.GenerationChunkSize");
         OptionCheck.AtLeast(GradCacheChunkSize, 1, "FineTuneOptions.GradCacheChunkSize");
         OptionCheck.AtLeast(CheckpointEvery, 0, "FineTuneOptions.CheckpointEvery");

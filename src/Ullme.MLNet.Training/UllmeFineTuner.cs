@@ -40,6 +40,7 @@ public sealed class UllmeFineTuner
 {
     private readonly UllmeModel _model;
     private readonly FineTuneOptions _options;
+    private readonly FineTuneOptions _given;
     private readonly EmbeddingBackbone _backbone;
     private readonly ReferencePolicy _reference;
     private readonly ITrainingStep _step;
@@ -49,8 +50,19 @@ public sealed class UllmeFineTuner
     {
         ArgumentNullException.ThrowIfNull(model);
         _model = model;
-        _options = options ?? new FineTuneOptions();
-        _options.Validate();
+        _given = options ?? new FineTuneOptions();
+        _given.Validate();
+        // One negative pool across accumulated micro-batches: the K micro-batches are one batch of K·B, computed a
+        // micro-batch at a time with GradCache (and the generation terms chunked alike).
+        _options = _given.ShareNegativesAcrossAccumulation
+            ? _given with
+            {
+                BatchSize = _given.BatchSize * _given.AccumulationSteps,
+                AccumulationSteps = 1,
+                GradCacheChunkSize = _given.GradCacheChunkSize ?? _given.BatchSize,
+                GenerationChunkSize = _given.GenerationChunkSize ?? _given.BatchSize,
+            }
+            : _given;
         var weights = _options.EffectiveWeights;
         _backbone = model.Backbone;
         if (_options.MatryoshkaDimensions is not null)
@@ -81,7 +93,8 @@ public sealed class UllmeFineTuner
             : new BatchStep(_options, new TrainingObjective(_options), encoder, policy, _reference);
     }
 
-    public FineTuneOptions Options => _options;
+    /// <summary>The options as given.</summary>
+    public FineTuneOptions Options => _given;
 
     /// <summary>
     /// Trains on <paramref name="data"/>; the model's weights are updated in place (LoRA merged at the end unless

@@ -46,6 +46,7 @@ internal static class TrainCommand
         var epochs = new Option<int?>("--epochs") { Description = "Passes over the data (exclusive with --steps; default 1)." };
         var batchSize = CommonOptions.Int("--batch-size", "Examples (query + positive + negatives) per step.", 32);
         var gradAccum = new Option<int>("--grad-accum") { Description = "Micro-batches of --batch-size accumulated per optimizer step.", DefaultValueFactory = _ => 1 };
+        var sharedNegatives = new Option<bool>("--shared-negatives") { Description = "With --grad-accum K: the K micro-batches are one contrastive batch (every query sees all K × batch candidates), computed with GradCache a micro-batch at a time." };
         var gradCache = new Option<int?>("--grad-cache-chunk") { Description = "GradCache: embed N texts at a time (memory of N texts, gradients of the whole batch)." };
         var generationChunk = new Option<int?>("--generation-chunk") { Description = "Causal sequences per forward pass of the generation terms (default: the whole batch)." };
         var gradientCheckpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute each decoder layer in the backward instead of storing its activations." };
@@ -103,7 +104,7 @@ internal static class TrainCommand
 
         var command = new Command("train", "Fine-tune an embedding model (contrastive, contrastive-lm, dpo, grl, or LLM2Vec's mntp and simcse on plain text) and write the tuned model.")
         {
-            model, from, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, gradCache, generationChunk, gradientCheckpointing, full,
+            model, from, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, sharedNegatives, gradCache, generationChunk, gradientCheckpointing, full,
             loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, maskFalseNegatives, maskRatio, maskToken, attentionDropout, guideModel, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
             maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, evalEvery, evalTask, evalDataDir, evalLimit, keepBest, noPlot, dtype, device, threads, allowNonFinite,
@@ -181,6 +182,7 @@ internal static class TrainCommand
                     Epochs = parse.GetValue(epochs) ?? 1,
                     MaxSteps = parse.GetValue(steps),
                     AccumulationSteps = parse.GetValue(gradAccum),
+                    ShareNegativesAcrossAccumulation = parse.GetValue(sharedNegatives),
                     Optimizer = new AdamWSettings { LearningRate = parse.GetValue(lr), WeightDecay = parse.GetValue(weightDecay) },
                     WarmupSteps = parse.GetValue(warmup),
                     Decay = ParseDecay(parse.GetValue(decay)!),

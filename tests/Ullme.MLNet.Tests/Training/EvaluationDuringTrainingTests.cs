@@ -86,4 +86,26 @@ public class EvaluationDuringTrainingTests
         Assert.Contains("FineTuneOptions.KeepBest", Assert.Throws<UllmeException>(() => new FineTuneOptions { KeepBest = true }.Validate()).Message);
         Assert.Equal(new FineTuneOptions().Fingerprint(), new FineTuneOptions { EvaluateEvery = 5, KeepBest = true }.Fingerprint());
     }
+
+    [Fact]
+    public void SharedNegativesMakeTheAccumulatedMicroBatchesOneContrastiveBatch()
+    {
+        var data = TinyDecoder.Examples(16, 6);
+        FineTuneResult Run(FineTuneOptions o)
+        {
+            using var model = TinyDecoder.Load();
+            return new UllmeFineTuner(model, o with { Strategy = TrainingStrategy.Contrastive, MaxSteps = 2, Lora = new LoraOptions { Rank = 4, Dropout = 0.1 }, Optimizer = new AdamWSettings { LearningRate = 5e-3 } }).Train(data);
+        }
+        var shared = Run(new FineTuneOptions { BatchSize = 4, AccumulationSteps = 2, ShareNegativesAcrossAccumulation = true });
+        var big = Run(new FineTuneOptions { BatchSize = 8, GradCacheChunkSize = 4 });
+        var separate = Run(new FineTuneOptions { BatchSize = 4, AccumulationSteps = 2 });
+        Assert.Equal(big.History.Select(h => h.Losses.Total), shared.History.Select(h => h.Losses.Total));
+        Assert.Equal(big.History.Select(h => h.GradientNorm), shared.History.Select(h => h.GradientNorm));
+        Assert.NotEqual(separate.History[0].Losses.Total, shared.History[0].Losses.Total);   // 8 candidates a query, not 4
+
+        using var m = TinyDecoder.Load();
+        var given = new FineTuneOptions { BatchSize = 4, AccumulationSteps = 2, ShareNegativesAcrossAccumulation = true };
+        Assert.Same(given, new UllmeFineTuner(m, given).Options);
+        Assert.Contains("FineTuneOptions.ShareNegativesAcrossAccumulation", Assert.Throws<UllmeException>(() => new FineTuneOptions { ShareNegativesAcrossAccumulation = true }.Validate()).Message);
+    }
 }
