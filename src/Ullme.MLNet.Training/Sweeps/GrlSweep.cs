@@ -14,6 +14,11 @@ public enum SweepSearch
 
     /// <summary><see cref="SweepOptions.MaxTrials"/> distinct points drawn with <see cref="SweepOptions.Seed"/>.</summary>
     Random,
+
+    /// <summary>Model-based: a few random points, then each next point where a Gaussian-process surrogate of the metric
+    /// expects the largest improvement (in the spirit of ML.NET AutoML's SMAC tuner; see <see cref="SweepOptions"/>).
+    /// Needs <see cref="SweepOptions.MaxTrials"/> or <see cref="SweepOptions.MaxTime"/>.</summary>
+    Bayesian,
 }
 
 /// <summary>Settings of a <see cref="GrlSweep"/>.</summary>
@@ -24,8 +29,25 @@ public sealed record SweepOptions
 
     public SweepSearch Search { get; init; } = SweepSearch.Grid;
 
-    /// <summary>Random search: the number of trials (required). Grid: a cap (null = the whole grid).</summary>
+    /// <summary>Random search: the number of trials (required unless <see cref="MaxTime"/> is set). Grid and Bayesian:
+    /// a cap (null = the whole grid).</summary>
     public int? MaxTrials { get; init; }
+
+    /// <summary>A time budget, as AutoML's experiment time: no trial starts after it, and a trial still running when it
+    /// runs out is stopped (recorded, not ranked). Null = no limit.</summary>
+    public TimeSpan? MaxTime { get; init; }
+
+    /// <summary><see cref="SweepSearch.Bayesian"/>: random points before the surrogate is used; null = max(3, dimensions + 1).</summary>
+    public int? InitialTrials { get; init; }
+
+    /// <summary>Median stopping: score every trial on the sweep's metric every N optimizer steps; a trial whose score
+    /// at an evaluation is worse than the median of the earlier trials' scores at that step (once
+    /// <see cref="MedianStoppingMinTrials"/> trials reached it) is stopped there, as Optuna's MedianPruner and Vizier's
+    /// median rule do. A stopped trial is recorded with its last score but not ranked. 0 (default) = off.</summary>
+    public int MedianStoppingEvery { get; init; }
+
+    /// <summary>Earlier trials needed at a step before median stopping judges it. Default 3.</summary>
+    public int MedianStoppingMinTrials { get; init; } = 3;
 
     /// <summary>Seed of the random search (the training seed is <see cref="FineTuneOptions.Seed"/>).</summary>
     public int Seed { get; init; }
@@ -49,6 +71,12 @@ public sealed record SweepOptions
 public sealed record SweepTrial(int Index, SweepPoint Point, double Metric, FineTuneResult? Training, TimeSpan Elapsed, string? Error)
 {
     public bool Succeeded => Error is null && double.IsFinite(Metric);
+
+    /// <summary>The step median stopping stopped the trial at (<see cref="SweepOptions.MedianStoppingEvery"/>), or null.</summary>
+    public int? StoppedAtStep { get; init; }
+
+    /// <summary>The trial's scores at its evaluation steps (<see cref="SweepOptions.MedianStoppingEvery"/>), in order.</summary>
+    public IReadOnlyList<double> Evaluations { get; init; } = [];
 }
 
 /// <summary>A finished sweep: trials ranked best first, the untrained baseline, and where the best model went.</summary>
@@ -141,6 +169,56 @@ public sealed class SweepResult
         static string Quote(string v) => v.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? "\"" + v.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"" : v;
     }
 
+    /// <summary>
+    /// The leaderboard as a plot (SVG, no dependencies): each trial's metric in run order (filled: ranked; hollow: stopped
+    /// early or by the budget, at its last score), the best so far as a line, and the untrained baseline dashed.
+    /// </summary>
+    public string ToSvg()
+    {
+        const double width = 720, height = 400, left = 70, right = 20, top = 40, bottom = 50;
+        var byRun = Trials.OrderBy(t => t.Index).ToList();
+        var values = byRun.Where(t => double.IsFinite(t.Metric)).Select(t => t.Metric).ToList();
+        if (double.IsFinite(BaselineMetric)) values.Add(BaselineMetric);
+        double lo = values.Count > 0 ? values.Min() : 0, hi = values.Count > 0 ? values.Max() : 1;
+        if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+        double pad = (hi - lo) * 0.08;
+        lo -= pad; hi += pad;
+        int n = Math.Max(1, byRun.Count);
+        string X(double i) => (left + (width - left - right) * (n == 1 ? 0.5 : i / (n - 1))).ToString("F1", CultureInfo.InvariantCulture);
+        string Y(double v) => (top + (height - top - bottom) * (hi - v) / (hi - lo)).ToString("F1", CultureInfo.InvariantCulture);
+        string F(double v) => v.ToString("G4", CultureInfo.InvariantCulture);
+        var sb = new StringBuilder();
+        sb.Append(CultureInfo.InvariantCulture, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n");
+        sb.Append(CultureInfo.InvariantCulture, $"<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n");
+        sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{width / 2}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">{Escape(MetricName)} by trial ({(HigherIsBetter ? "higher" : "lower")} is better)</text>\n");
+        sb.Append(CultureInfo.InvariantCulture, $"<line x1=\"{left}\" y1=\"{height - bottom}\" x2=\"{width - right}\" y2=\"{height - bottom}\" stroke=\"black\"/><line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{height - bottom}\" stroke=\"black\"/>\n");
+        for (int k = 0; k <= 4; k++)
+        {
+            double v = lo + (hi - lo) * k / 4;
+            sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{left - 6}\" y=\"{Y(v)}\" text-anchor=\"end\" dominant-baseline=\"middle\">{F(v)}</text>\n");
+        }
+        sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{(left + width - right) / 2}\" y=\"{height - 12}\" text-anchor=\"middle\">trial (run order)</text>\n");
+        if (double.IsFinite(BaselineMetric))
+            sb.Append(CultureInfo.InvariantCulture, $"<line x1=\"{left}\" y1=\"{Y(BaselineMetric)}\" x2=\"{width - right}\" y2=\"{Y(BaselineMetric)}\" stroke=\"gray\" stroke-dasharray=\"5,4\"><title>baseline {F(BaselineMetric)}</title></line>\n");
+        var best = new List<string>();
+        double? leader = null;
+        for (int i = 0; i < byRun.Count; i++)
+        {
+            var t = byRun[i];
+            if (t.Succeeded && (leader is null || (HigherIsBetter ? t.Metric > leader : t.Metric < leader))) leader = t.Metric;
+            if (leader is double b) best.Add($"{X(i)},{Y(b)}");
+            sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{X(i)}\" y=\"{height - bottom + 16}\" text-anchor=\"middle\">{t.Index}</text>\n");
+            if (!double.IsFinite(t.Metric)) continue;
+            string fill = t.Succeeded ? "steelblue" : "white";
+            sb.Append(CultureInfo.InvariantCulture, $"<circle cx=\"{X(i)}\" cy=\"{Y(t.Metric)}\" r=\"5\" fill=\"{fill}\" stroke=\"steelblue\"><title>{Escape($"trial {t.Index}: {t.Point} → {F(t.Metric)}{(t.Error is null ? "" : " (" + t.Error + ")")}")}</title></circle>\n");
+        }
+        if (best.Count > 0) sb.Append(CultureInfo.InvariantCulture, $"<polyline points=\"{string.Join(' ', best)}\" fill=\"none\" stroke=\"darkorange\" stroke-width=\"2\"><title>best so far</title></polyline>\n");
+        sb.Append("</svg>\n");
+        return sb.ToString();
+
+        static string Escape(string text) => text.Replace("&", "&amp;", StringComparison.Ordinal).Replace("<", "&lt;", StringComparison.Ordinal).Replace(">", "&gt;", StringComparison.Ordinal).Replace("\"", "&quot;", StringComparison.Ordinal);
+    }
+
     /// <summary>The leaderboard as JSON: metric, baseline, best folder and the ranked trials with their settings.</summary>
     public string ToJson()
     {
@@ -160,6 +238,8 @@ public sealed class SweepResult
                 ["steps"] = t.Training?.StepsDone,
                 ["seconds"] = Math.Round(t.Elapsed.TotalSeconds, 3),
                 ["error"] = t.Error,
+                ["stopped_at_step"] = t.StoppedAtStep,
+                ["evaluations"] = t.Evaluations.Count == 0 ? null : new JsonArray(t.Evaluations.Select(v => (JsonNode?)(double.IsFinite(v) ? v : null)).ToArray()),
             });
         }
         var root = new JsonObject
@@ -209,7 +289,8 @@ public sealed class GrlSweep
         SweepRunner.Validate(_options);
     }
 
-    /// <summary>The points the sweep will run, in order.</summary>
+    /// <summary>The points the sweep will run, in order (not for <see cref="SweepSearch.Bayesian"/>, which picks each
+    /// point after the trials before it).</summary>
     public IReadOnlyList<SweepPoint> Points() => SweepRunner.Points(_space, _options);
 
     /// <summary>Runs every trial on <paramref name="train"/>. A trial whose settings are invalid or whose training
@@ -231,7 +312,7 @@ public sealed class GrlSweep
             },
             saveBest: (model, options, output) => SweepRunner.ReplaceFolder(Path.Combine(output, "best"), f => model.SaveFolder(f, Defaults(options))),
             release: model => model.Dispose(), keepBest: false,
-            progress, log: null, cancellationToken, out _);
+            progress, log: null, cancellationToken, out _, trainingMetric: _metric);
         return result;
     }
 

@@ -78,11 +78,18 @@ public sealed class SweepPoint
     private readonly IReadOnlyList<SweepDimension> _dimensions;
     private readonly int[] _indices;
 
-    internal SweepPoint(IReadOnlyList<SweepDimension> dimensions, int[] indices)
+    internal SweepPoint(IReadOnlyList<SweepDimension> dimensions, int[] indices, int flatIndex)
     {
         _dimensions = dimensions;
         _indices = indices;
+        FlatIndex = flatIndex;
     }
+
+    /// <summary>The point's position in <see cref="SweepSpace.Grid"/>.</summary>
+    internal int FlatIndex { get; }
+
+    /// <summary>The value index chosen in each dimension.</summary>
+    internal IReadOnlyList<int> Indices => _indices;
 
     /// <summary>The chosen value of each dimension, by dimension name, formatted for tables.</summary>
     public IReadOnlyList<KeyValuePair<string, string>> Settings =>
@@ -132,14 +139,16 @@ public sealed class SweepSpace
         return order.Take(Math.Min(count, size)).Select(PointAt).ToList();
     }
 
-    private SweepPoint PointAt(int flat)
+    /// <summary>The grid point at <paramref name="flat"/> (see <see cref="Grid"/>).</summary>
+    internal SweepPoint PointAt(int flat)
     {
+        int index = flat;
         var indices = new int[Dimensions.Count];
         for (int i = Dimensions.Count - 1; i >= 0; i--)
         {
             indices[i] = flat % Dimensions[i].Values.Count;
             flat /= Dimensions[i].Values.Count;
         }
-        return new SweepPoint(Dimensions, indices);
+        return new SweepPoint(Dimensions, indices, index);
     }
 }

@@ -23,6 +23,13 @@ public sealed class GrlTrainerSweepOptions
     /// <summary>Random search: the number of trials (required). Grid: a cap (null = the whole grid).</summary>
     public int? MaxTrials { get; set; }
 
+    /// <summary>A time budget: no trial starts after it, and a running trial is stopped when it runs out (see
+    /// <see cref="SweepOptions.MaxTime"/>). Null = no limit.</summary>
+    public TimeSpan? MaxTime { get; set; }
+
+    /// <summary><see cref="SweepSearch.Bayesian"/>: random points before the surrogate is used (see <see cref="SweepOptions.InitialTrials"/>).</summary>
+    public int? InitialTrials { get; set; }
+
     /// <summary>Seed of the random search (the training seed is the base options' <see cref="FineTuneOptions.Seed"/>).</summary>
     public int Seed { get; set; }
 
@@ -51,7 +58,7 @@ public sealed class GrlTrainerSweepOptions
     /// <summary>The engine-level sweep settings (<see cref="SweepOptions"/>) these options stand for.</summary>
     internal SweepOptions ToSweepOptions() => new()
     {
-        BaseOptions = Trainer.FineTune, Search = Search, MaxTrials = MaxTrials, Seed = Seed, OutputDirectory = OutputDirectory,
+        BaseOptions = Trainer.FineTune, Search = Search, MaxTrials = MaxTrials, MaxTime = MaxTime, InitialTrials = InitialTrials, Seed = Seed, OutputDirectory = OutputDirectory,
     };
 
     /// <summary>Checks every option; errors name the option.</summary>
@@ -164,9 +171,9 @@ public sealed class GrlTrainerSweep
         try
         {
             var sweepOptions = _options.ToSweepOptions();
-            int trials = SweepRunner.Points(_space, sweepOptions).Count;
+            int trials = SweepRunner.TrialCap(_space, sweepOptions);
             Log(string.Create(CultureInfo.InvariantCulture,
-                $"{trials} trial(s) ({_options.Search}) over {string.Join(", ", _space.Dimensions.Select(d => d.Name))} on {rows} training rows; dev metric {_metric.Name} ({(_metric.HigherIsBetter ? "higher" : "lower")} is better)"));
+                $"up to {trials} trial(s) ({_options.Search}{(_options.MaxTime is { } t ? $", {t.TotalSeconds:F0} s budget" : "")}) over {string.Join(", ", _space.Dimensions.Select(d => d.Name))} on {rows} training rows; dev metric {_metric.Name} ({(_metric.HigherIsBetter ? "higher" : "lower")} is better)"));
             double baseline = Baseline(baseModel);
             Log(string.Create(CultureInfo.InvariantCulture, $"baseline (untrained) {_metric.Name} {baseline:F4}"));
 
