@@ -9,7 +9,10 @@ namespace Ullme.MLNet.Benchmarks;
 /// <summary>The end-to-end benchmark: every figure of docs/performance.md from one process on one machine.</summary>
 public static class BenchRunner
 {
-    private static readonly string[] AllSections = ["gemm", "minilm", "tokenizers", "mfu", "training", "scaling", "onnx", "cluster"];
+    private static readonly string[] AllSections = ["gemm", "minilm", "tokenizers", "mfu", "training", "scaling", "onnx", "cluster", "sweeps"];
+
+    /// <summary>What a run without --only measures (sweeps take minutes of training: on request only).</summary>
+    private static readonly string[] DefaultSections = [.. AllSections.Where(s => s != "sweeps")];
 
     public static int Run(string[] args)
     {
@@ -17,7 +20,7 @@ public static class BenchRunner
         int threads = Option(args, "--threads") is { } t ? int.Parse(t, System.Globalization.CultureInfo.InvariantCulture) : Environment.ProcessorCount;
         string outDir = Path.GetFullPath(Option(args, "--out") ?? Path.Combine("docs", "performance"));
         string assets = BenchTexts.AssetsRoot(Option(args, "--assets"));
-        var only = (Option(args, "--only") ?? string.Join(',', AllSections)).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
+        var only = (Option(args, "--only") ?? string.Join(',', DefaultSections)).Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
         foreach (var s in only)
             if (!AllSections.Contains(s)) { Console.Error.WriteLine($"unknown section '{s}'; use {string.Join(',', AllSections)}"); return 2; }
         Directory.CreateDirectory(outDir);
@@ -39,6 +42,7 @@ public static class BenchRunner
         if (only.Contains("scaling")) Section(ctx, "scaling", ScalingSection.Run);
         if (only.Contains("onnx")) Section(ctx, "onnx", OnnxSection.Run);
         if (only.Contains("cluster")) Section(ctx, "cluster", ClusterSection.Run);
+        if (only.Contains("sweeps")) Section(ctx, "sweeps", SweepSection.Run);
         HeadlinePlot(ctx);
 
         report.Machine["load_average_at_end"] = Machine.LoadAverage();

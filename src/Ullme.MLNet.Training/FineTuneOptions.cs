@@ -225,6 +225,15 @@ public sealed record FineTuneOptions
     /// without LoRA overhead). Default true.</summary>
     public bool MergeLoraAtEnd { get; init; } = true;
 
+    /// <summary>How a model trained with these options embeds for a dev metric: the run's pooling, attention and
+    /// max length, normalised; the length capped at the model's positions (training truncates at
+    /// <see cref="MaxLength"/>, while the engine refuses a length beyond max_position_embeddings).</summary>
+    internal EmbeddingOptions EvaluationEmbedding(UllmeModel model)
+    {
+        int limit = model.Config.MaxPositionEmbeddings;
+        return new EmbeddingOptions { Pooling = Pooling, Attention = EmbeddingAttention, MaxLength = limit > 0 ? Math.Min(MaxLength, limit) : MaxLength, Normalize = true };
+    }
+
     /// <summary>The prompt for a query (see <see cref="GenerationPrompt"/>).</summary>
     public string BuildGenerationPrompt(string query, string? instruction) =>
         Inference.GenerationPrompt.Build(GenerationPrompt, query, instruction);

@@ -166,9 +166,7 @@ internal sealed class TrainingLoop
         {
             var o = loop._options;
             var metric = o.Evaluator!;
-            // Training truncates at MaxLength; the engine refuses a length beyond the model's positions, so cap it there.
-            int limit = loop._model.Config.MaxPositionEmbeddings;
-            var embedding = new EmbeddingOptions { Pooling = o.Pooling, Attention = o.EmbeddingAttention, MaxLength = limit > 0 ? Math.Min(o.MaxLength, limit) : o.MaxLength };
+            var embedding = o.EvaluationEmbedding(loop._model);
             double score;
             loop._backbone.eval();
             try

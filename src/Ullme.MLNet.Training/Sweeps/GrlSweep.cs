@@ -302,13 +302,13 @@ public sealed class GrlSweep
     {
         ArgumentNullException.ThrowIfNull(train);
         if (train.Count == 0) throw new UllmeException("The sweep has no training examples.");
-        double baseline = _metric.Evaluate(_baseModel, Embedding(_options.BaseOptions));
+        double baseline = _metric.Evaluate(_baseModel, _options.BaseOptions.EvaluationEmbedding(_baseModel));
         var result = SweepRunner.Run<UllmeModel>(_space, _options, _metric.Name, _metric.HigherIsBetter, baseline,
             trial: (options, state, ct) =>
             {
                 state.Model = _baseModel.Clone(Defaults(options));
                 state.Training = new UllmeFineTuner(state.Model, options).Train(train, null, ct);
-                return _metric.Evaluate(state.Model, Embedding(options));
+                return _metric.Evaluate(state.Model, options.EvaluationEmbedding(state.Model));
             },
             saveBest: (model, options, output) => SweepRunner.ReplaceFolder(Path.Combine(output, "best"), f => model.SaveFolder(f, Defaults(options))),
             release: model => model.Dispose(), keepBest: false,
@@ -318,6 +318,4 @@ public sealed class GrlSweep
 
     private static EmbeddingDefaults Defaults(FineTuneOptions o) => new(o.Pooling, o.EmbeddingAttention, true, o.MaxLength);
 
-    private static EmbeddingOptions Embedding(FineTuneOptions o) =>
-        new() { Pooling = o.Pooling, Attention = o.EmbeddingAttention, MaxLength = o.MaxLength, Normalize = true };
 }

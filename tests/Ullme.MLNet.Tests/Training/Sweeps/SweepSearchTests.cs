@@ -160,3 +160,59 @@ public sealed class SweepSearchTests : IDisposable
         Assert.NotEqual(best[0].Split(',')[1], best[1].Split(',')[1]);
     }
 }
+
+/// <summary>The search controls through <see cref="GrlSweep"/> and the real trainer.</summary>
+[Collection(Ullme.MLNet.Tests.Infrastructure.TorchCollection.Name)]
+public sealed class GrlSweepSearchTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("ullme-grl-sweep-search-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    /// <summary>Cosine of two fixed texts: a deterministic function of the weights.</summary>
+    private sealed class PairCosine : ISweepMetric
+    {
+        public int Calls { get; private set; }
+        public string Name => "pair_cosine";
+        public bool HigherIsBetter => true;
+        public double Evaluate(UllmeModel model, EmbeddingOptions embedding)
+        {
+            Calls++;
+            var e = new EmbeddingEngine(model).Embed(["w1 w2 w3", "w4 w5 w6"], embedding);
+            return e[0].Zip(e[1]).Sum(p => (double)p.First * p.Second);
+        }
+    }
+
+    [Fact]
+    public void ABayesianSweepWithMedianStoppingRunsRealTrials()
+    {
+        using var model = TinyDecoder.Load();
+        var metric = new PairCosine();
+        var space = new SweepSpace(SweepDimension.LearningRate(1e-3, 3e-3, 1e-2), SweepDimension.Temperature(0.05, 0.1));
+        var options = new SweepOptions
+        {
+            BaseOptions = new FineTuneOptions { Strategy = TrainingStrategy.Contrastive, Lora = null, BatchSize = 4, MaxSteps = 4 },
+            Search = SweepSearch.Bayesian, MaxTrials = 5, Seed = 2, MedianStoppingEvery = 2, MedianStoppingMinTrials = 1, OutputDirectory = _dir,
+        };
+        var result = new GrlSweep(model, space, metric, options).Run(TinyDecoder.Examples(16, 8));
+        Assert.Equal(5, result.Trials.Count);
+        Assert.Equal(5, result.Trials.Select(t => t.Point.ToString()).Distinct().Count());
+        foreach (var t in result.Trials)
+        {
+            if (t.Succeeded)
+            {
+                Assert.Equal(2, t.Evaluations.Count);                             // steps 2 and 4
+                Assert.Null(t.StoppedAtStep);
+            }
+            else
+            {
+                Assert.Equal(2, t.StoppedAtStep);
+                Assert.Single(t.Evaluations);
+                Assert.Contains("stopped early at step 2", t.Error);
+            }
+        }
+        Assert.NotNull(result.Best);
+        Assert.True(File.Exists(Path.Combine(_dir, "leaderboard.svg")));
+        Assert.True(Directory.Exists(Path.Combine(_dir, "best")));
+    }
+}
