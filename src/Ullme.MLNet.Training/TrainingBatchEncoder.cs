@@ -23,24 +23,19 @@ internal sealed class TrainingBatchEncoder
     }
 
     /// <summary>Every hard negative of the batch, flattened in query order, with the query it belongs to.</summary>
-    public static (List<string> Texts, List<int> Owner) Negatives(IReadOnlyList<TrainingExample> batch)
-    {
-        var texts = new List<string>();
-        var owner = new List<int>();
-        for (int q = 0; q < batch.Count; q++)
-            foreach (var n in batch[q].Negatives) { owner.Add(q); texts.Add(n); }
-        return (texts, owner);
-    }
+    public static (List<string> Texts, List<int> Owner) Negatives(IReadOnlyList<TrainingExample> batch) => Flatten(batch, e => e.Negatives);
 
     /// <summary>Every extra positive of the batch (<see cref="TrainingExample.ExtraPositives"/>), flattened in query
     /// order, with the query it belongs to.</summary>
-    public static (List<string> Texts, List<int> Owner) ExtraPositives(IReadOnlyList<TrainingExample> batch)
+    public static (List<string> Texts, List<int> Owner) ExtraPositives(IReadOnlyList<TrainingExample> batch) => Flatten(batch, e => e.ExtraPositives);
+
+    private static (List<string> Texts, List<int> Owner) Flatten(IReadOnlyList<TrainingExample> batch, Func<TrainingExample, IReadOnlyList<string>> texts)
     {
-        var texts = new List<string>();
+        var flat = new List<string>();
         var owner = new List<int>();
         for (int q = 0; q < batch.Count; q++)
-            foreach (var p in batch[q].ExtraPositives) { owner.Add(q); texts.Add(p); }
-        return (texts, owner);
+            foreach (var t in texts(batch[q])) { owner.Add(q); flat.Add(t); }
+        return (flat, owner);
     }
 
     /// <summary>The texts to embed: [queries, positives], then the flattened negatives and the flattened extra positives
