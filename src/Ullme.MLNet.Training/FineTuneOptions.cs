@@ -287,7 +287,7 @@ public sealed record FineTuneOptions
         OptionCheck.AtLeast(MaxSteps, 1, "FineTuneOptions.MaxSteps");
         OptionCheck.AtLeast(AccumulationSteps, 1, "FineTuneOptions.AccumulationSteps");
         if (ShareNegativesAcrossAccumulation && AccumulationSteps < 2)
-            throw OptionCheck.Error("FineTuneOptions.ShareNegativesAcrossAccumulation", $"needs AccumulationSteps of 2 or more (got {AccumulationSteps})");
+            throw OptionCheck.Error("FineTuneOptions.ShareNegativesAcrossAccumulation", $"needs 2 or more accumulated micro-batches a step (FineTuneOptions.AccumulationSteps, --grad-accum; got {AccumulationSteps})");
         if (ShareNegativesAcrossAccumulation && Strategy == TrainingStrategy.Mntp)
             throw OptionCheck.Error("FineTuneOptions.ShareNegativesAcrossAccumulation", "applies to the contrastive term; Strategy = Mntp has none");
         if (ShareNegativesAcrossAccumulation && (long)BatchSize * AccumulationSteps > EmbeddingOptions.MaxBatchSize)
@@ -300,6 +300,7 @@ public sealed record FineTuneOptions
         if (MaxGradientNorm is { } g) OptionCheck.Positive(g, "FineTuneOptions.MaxGradientNorm");
         OptionCheck.AtLeast(EvaluateEvery, 0, "FineTuneOptions.EvaluateEvery");
         if (EvaluateEvery > 0 && Evaluator is null) throw OptionCheck.Error("FineTuneOptions.Evaluator", "is needed with EvaluateEvery (the metric to score)");
+        if (EvaluateEvery == 0 && Evaluator is not null) throw OptionCheck.Error("FineTuneOptions.Evaluator", "is set but EvaluateEvery is 0, so it would never be scored; give EvaluateEvery N");
         if (KeepBest && EvaluateEvery == 0) throw OptionCheck.Error("FineTuneOptions.KeepBest", "needs EvaluateEvery > 0 (evaluations to choose the best from)");
         Optimizer.Validate();
         Lora?.Validate();

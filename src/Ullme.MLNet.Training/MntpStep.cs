@@ -56,7 +56,7 @@ internal sealed class MntpStep : ITrainingStep
             id = (token switch { "unk" => tokenizer.UnkTokenId, "eos" => tokenizer.EosTokenId, _ => tokenizer.PadTokenId })
                 ?? throw OptionCheck.Error(option, $"is '{token}', but the tokenizer has no such token");
         }
-        else if (int.TryParse(token, NumberStyles.None, CultureInfo.InvariantCulture, out int parsed))
+        else if (int.TryParse(token, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int parsed))
         {
             id = parsed;
         }

@@ -62,6 +62,7 @@ public static class TrainingData
             bool hasList = root.TryGetProperty("positives", out var list) && list.ValueKind != JsonValueKind.Null;
             bool hasOne = root.TryGetProperty("positive", out var one) && one.ValueKind != JsonValueKind.Null;
             if (hasList && hasOne) throw new UllmeException($"{where}: give \"positive\" or \"positives\", not both.");
+            if (!hasList && !hasOne) throw new UllmeException($"{where}: missing \"positive\" (or \"positives\": [...]).");
             var positives = hasList ? StringArray(list, "positives", where) : [RequiredString(root, "positive", where)];
             if (positives.Count == 0) throw new UllmeException($"{where}: \"positives\" is empty.");
             string positive = positives[0];
@@ -122,6 +123,8 @@ public static class TrainingData
                 using var doc = JsonDocument.Parse(line);
                 if (doc.RootElement.ValueKind != JsonValueKind.Object)
                     throw new UllmeException($"{where}: expected a JSON object with a \"text\" string.");
+                if (!doc.RootElement.TryGetProperty("text", out _) && doc.RootElement.TryGetProperty("query", out _))
+                    throw new UllmeException($"{where}: this is a training triple ({{\"query\", ...}}), but plain-text training (MNTP, SimCSE) reads one {{\"text\": ...}} a line or a text file; train triples with the contrastive strategies.");
                 texts.Add(RequiredString(doc.RootElement, "text", where));
             }
             catch (JsonException e)

@@ -94,6 +94,7 @@ internal static class TrainCommand
         var evalEvery = new Option<int>("--eval-every") { Description = "Score the dev metric every N steps and after the last (--eval-task, else --eval-sts); the scores go to losses.csv/png.", DefaultValueFactory = _ => 0 };
         var evalTask = new Option<string?>("--eval-task") { Description = "Dev metric for --eval-every: a task of `ullme eval` (e.g. STSBenchmark, Banking77Classification) or type:path; its main score." };
         var evalDataDir = new Option<string?>("--eval-data-dir") { Description = "Folder holding --eval-task's data, as `ullme eval --data-dir` (default: the current folder)." };
+        var evalSplit = new Option<string?>("--eval-split") { Description = "The split of --eval-task scored (default: validation or dev when the task has one, else its first)." };
         var evalLimit = new Option<int?>("--eval-limit") { Description = "At most N items per split of --eval-task (a quicker dev score)." };
         var keepBest = new Option<bool>("--keep-best") { Description = "With --eval-every: write the weights of the best-scoring evaluation instead of the last step's." };
         var noPlot = new Option<bool>("--no-plot") { Description = "Do not write losses.png." };
@@ -107,7 +108,7 @@ internal static class TrainCommand
             model, from, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, sharedNegatives, gradCache, generationChunk, gradientCheckpointing, full,
             loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, maskFalseNegatives, maskRatio, maskToken, attentionDropout, guideModel, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
-            maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, evalEvery, evalTask, evalDataDir, evalLimit, keepBest, noPlot, dtype, device, threads, allowNonFinite,
+            maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, evalEvery, evalTask, evalDataDir, evalSplit, evalLimit, keepBest, noPlot, dtype, device, threads, allowNonFinite,
         };
         command.SetAction((parse, cancellationToken) =>
         {
@@ -124,8 +125,13 @@ internal static class TrainCommand
             if (parse.GetValue(evalEvery) < 0) throw new UllmeException($"--eval-every must be 0 or more, got {parse.GetValue(evalEvery)}.");
             if (parse.GetValue(evalEvery) > 0 && parse.GetValue(evalTask) is null && parse.GetValue(evalSts) is null)
                 throw new UllmeException("--eval-every needs a dev metric: --eval-task <task> or --eval-sts <file>.");
-            if ((parse.GetValue(evalTask) is not null || parse.GetValue(evalDataDir) is not null || parse.GetValue(evalLimit) is not null) && parse.GetValue(evalEvery) == 0)
-                throw new UllmeException("--eval-task, --eval-data-dir and --eval-limit score during training; give --eval-every N too.");
+            if ((parse.GetValue(evalTask) is not null || parse.GetValue(evalDataDir) is not null || parse.GetValue(evalLimit) is not null || parse.GetValue(evalSplit) is not null) && parse.GetValue(evalEvery) == 0)
+                throw new UllmeException("--eval-task, --eval-data-dir, --eval-split and --eval-limit score during training; give --eval-every N too.");
+            if ((parse.GetValue(evalDataDir) is not null || parse.GetValue(evalLimit) is not null || parse.GetValue(evalSplit) is not null) && parse.GetValue(evalTask) is null)
+                throw new UllmeException("--eval-data-dir, --eval-split and --eval-limit belong to --eval-task (the --eval-sts file is scored whole).");
+            string strategyName = parse.GetValue(strategy)!.Trim().ToLowerInvariant();
+            if (parse.GetResult(maskRatio) is { Implicit: false } && strategyName != "mntp")
+                throw new UllmeException("--mask-ratio applies to --strategy mntp only.");
             if (parse.GetValue(keepBest) && parse.GetValue(evalEvery) == 0)
                 throw new UllmeException("--keep-best chooses among the evaluations of --eval-every; give --eval-every N too.");
             Positive(parse.GetValue(evalLimit), "--eval-limit");
@@ -137,6 +143,8 @@ internal static class TrainCommand
             string? fromFolder = parse.GetValue(from);
             if (fromFolder is not null && parse.GetResult(model) is { Implicit: false })
                 throw new UllmeException("--from and --model both name the model to start from; give one of them.");
+            if (fromFolder is not null && !Directory.Exists(fromFolder))
+                throw new UllmeException($"--from '{fromFolder}' does not exist.");
             if (fromFolder is not null && !File.Exists(Path.Combine(fromFolder, RunFolders.SummaryFile)))
                 throw new UllmeException($"--from '{fromFolder}' is not the output folder of `ullme train` (it has no {RunFolders.SummaryFile}); give it as --model to start from any model folder.");
 
@@ -155,6 +163,7 @@ internal static class TrainCommand
                 EvalTask = parse.GetValue(evalTask),
                 EvalDataDir = parse.GetValue(evalDataDir),
                 EvalLimit = parse.GetValue(evalLimit),
+                EvalSplit = parse.GetValue(evalSplit),
                 GuideModel = parse.GetValue(guideModel),
                 Plot = !parse.GetValue(noPlot),
                 LoadOptions = CommonOptions.LoadOptions(parse.GetValue(dtype)!, parse.GetValue(device)!) with { AllowNonFiniteWeights = parse.GetValue(allowNonFinite) },
@@ -221,6 +230,7 @@ internal static class TrainCommand
         public string? EvalTask { get; init; }
         public string? EvalDataDir { get; init; }
         public int? EvalLimit { get; init; }
+        public string? EvalSplit { get; init; }
         public string? GuideModel { get; init; }
         public bool Plot { get; init; }
         public required ModelLoadOptions LoadOptions { get; init; }
@@ -254,10 +264,18 @@ internal static class TrainCommand
         string? loadStart = ProcessStats.LoadAverage();
         // Read and check all inputs and folders before the (slow) model load.
         bool plainText = IsPlainTextStrategy(s.Strategy);
-        var examples = plainText ? TrainingData.FromTexts(TrainingData.LoadTexts(s.Data)) : TrainingData.LoadJsonl(s.Data);
+        IReadOnlyList<TrainingExample> examples;
+        try
+        {
+            examples = plainText ? TrainingData.FromTexts(TrainingData.LoadTexts(s.Data)) : TrainingData.LoadJsonl(s.Data);
+        }
+        catch (UllmeException e) when (!plainText && e.Message.Contains("not valid JSON", StringComparison.Ordinal))
+        {
+            throw new UllmeException(e.Message + " Plain text (one text a line) trains with --strategy mntp or simcse.", e);
+        }
         var sts = s.EvalSts is null ? null : ReadSts(s.EvalSts);
         ISweepMetric? evaluator = s.Options.EvaluateEvery == 0 ? null
-            : s.EvalTask is not null ? new TaskMetric(Ullme.MLNet.Evaluation.BuiltInTasks.Create(s.EvalTask, s.EvalDataDir ?? "."), limit: s.EvalLimit)
+            : s.EvalTask is not null ? new TaskMetric(Ullme.MLNet.Evaluation.BuiltInTasks.Create(s.EvalTask, s.EvalDataDir ?? "."), s.EvalSplit, s.EvalLimit)
             : new StsSpearmanMetric(sts!);
         var folders = RunFolders.Prepare(s.Output, s.CheckpointDir, s.Resume, s.Overwrite);
 
@@ -284,7 +302,7 @@ internal static class TrainCommand
         };
         var tuner = new UllmeFineTuner(model, options);    // validates every option against the model
         var embedding = new EmbeddingOptions { Pooling = options.Pooling, Attention = options.EmbeddingAttention, MaxLength = options.MaxLength, BatchSize = 64 };
-        CliConsole.Note($"{model.ModelId}: {strategy} ({Describe(strategy, weights, options)}), {(options.Lora is null ? "full fine-tuning" : $"LoRA r {options.Lora.Rank} α {options.Lora.Alpha}")}, " +
+        CliConsole.Note($"{model.ModelId}: {strategy} ({Describe(strategy, weights, options, model)}), {(options.Lora is null ? "full fine-tuning" : $"LoRA r {options.Lora.Rank} α {options.Lora.Alpha}")}, " +
             $"{examples.Count} examples, batch {options.BatchSize}, lr {options.Optimizer.LearningRate:G3}, {Pooler.ToName(options.Pooling)} pooling, " +
             $"{OptionNames.Attention.ToName(options.EmbeddingAttention)} attention, max length {options.MaxLength}.");
 
@@ -479,6 +497,7 @@ internal static class TrainCommand
         {
             ["model"] = s.Model,
             ["from"] = s.From is null ? null : Path.GetFullPath(s.From),
+            ["attention_dropout"] = model.Backbone.SupportsAttentionDropout ? options.AttentionDropout ?? (options.Strategy == TrainingStrategy.SimCse ? 0.3 : model.Config.AttentionDropout ?? 0) : null,
             ["model_id"] = model.ModelId,
             ["data"] = Path.GetFullPath(s.Data),
             ["examples"] = exampleCount,
@@ -529,10 +548,14 @@ internal static class TrainCommand
         if (r.MaskedNextToken is double m) yield return new("mntp", m);
     }
 
-    private static string Describe(TrainingStrategy strategy, LossWeights w, FineTuneOptions o) => strategy == TrainingStrategy.Mntp
-        ? string.Create(CultureInfo.InvariantCulture, $"masked next-token prediction, mask ratio {o.MaskRatio}")
+    private static string Describe(TrainingStrategy strategy, LossWeights w, FineTuneOptions o, UllmeModel model) => strategy == TrainingStrategy.Mntp
+        ? string.Create(CultureInfo.InvariantCulture, $"masked next-token prediction, mask ratio {o.MaskRatio}, mask token {MntpStep.ResolveMaskToken(model.Tokenizer, o.MaskToken, model.Config.VocabSize)}")
         : string.Create(CultureInfo.InvariantCulture, $"λ_cl {w.Contrastive}, λ_lm {w.LanguageModel}, λ_pref {w.Preference}, λ_kl {w.Consistency}")
-            + (strategy == TrainingStrategy.SimCse ? "; each text twice, dropout as the augmentation" : "");
+            + (strategy == TrainingStrategy.SimCse
+                ? model.Backbone.SupportsAttentionDropout
+                    ? string.Create(CultureInfo.InvariantCulture, $"; each text twice, dropout as the augmentation (attention dropout {o.AttentionDropout ?? 0.3})")
+                    : "; each text twice, dropout as the augmentation (the config's dropouts)"
+                : "");
 
     /// <summary>Whether the strategy named on the command line trains on plain text.</summary>
     private static bool IsPlainTextStrategy(string value) => value.Trim().ToLowerInvariant() is "mntp" or "simcse";

@@ -56,21 +56,28 @@ public sealed class StsSpearmanMetric : ISweepMetric
 /// <summary>
 /// Any MTEB-style task as a dev metric (<see cref="Evaluation.BuiltInTasks.Create(string, string)"/>: a built-in name such
 /// as <c>STSBenchmark</c> or <c>Banking77Classification</c>, or <c>sts:path</c> and the other generic specs): the
-/// task's main score on <see cref="Split"/>, or on its first split.
+/// task's main score on <see cref="Split"/> (by default its validation or dev split when it has one, else its first),
+/// with task instructions as <c>ullme eval</c> uses them (<see cref="Instructions"/>; by default on for decoders), so
+/// the score equals what <c>ullme eval</c> reports for the same model, split and limit.
 /// </summary>
 public sealed class TaskMetric : ISweepMetric
 {
     private readonly Evaluation.EvaluationTask _task;
 
-    public TaskMetric(Evaluation.EvaluationTask task, string? split = null, int? limit = null)
+    public TaskMetric(Evaluation.EvaluationTask task, string? split = null, int? limit = null, Evaluation.InstructionOptions? instructions = null)
     {
         ArgumentNullException.ThrowIfNull(task);
         if (split is not null && !task.Splits.Contains(split))
             throw new UllmeException($"Task {task.Name} has no split '{split}' (it has {string.Join(", ", task.Splits)}).");
+        if (task.Splits.Count == 0) throw new UllmeException($"Task {task.Name} has no split to score.");
         _task = task;
-        Split = split ?? task.Splits[0];
+        Split = split ?? task.Splits.FirstOrDefault(s => s is "validation" or "dev") ?? task.Splits[0];
         Limit = limit;
+        Instructions = instructions ?? new Evaluation.InstructionOptions();
     }
+
+    /// <summary>Whether and which task instructions the queries get (as <c>ullme eval --instructions</c>).</summary>
+    public Evaluation.InstructionOptions Instructions { get; }
 
     /// <summary>The split scored.</summary>
     public string Split { get; }
@@ -85,7 +92,12 @@ public sealed class TaskMetric : ISweepMetric
 
     public double Evaluate(UllmeModel model, EmbeddingOptions embedding)
     {
-        var context = new Evaluation.EvaluationContext(new Evaluation.EngineEmbeddingSource(new EmbeddingEngine(model), embedding)) { Limit = Limit };
+        var context = new Evaluation.EvaluationContext(new Evaluation.EngineEmbeddingSource(new EmbeddingEngine(model), embedding))
+        {
+            Limit = Limit,
+            Instructions = Instructions,
+            UseInstructions = Instructions.IsEnabled(decoderModel: !model.Config.IsEncoder),
+        };
         var scores = _task.Evaluate(context);
         if (!scores.TryGetValue(Split, out var split))
             throw new UllmeException($"Task {_task.Name} returned no scores for split '{Split}'.");

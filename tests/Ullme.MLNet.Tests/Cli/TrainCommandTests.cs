@@ -151,7 +151,7 @@ public sealed class TrainCommandTests : IDisposable
         var (code, err) = Run("train", "--strategy", "simcse", "--data", PathOf("t.jsonl"), "--output", PathOf("o"));
         Assert.Equal(1, code);
         Assert.Contains("t.jsonl' line 2", err);
-        Assert.Contains("\"text\"", err);
+        Assert.Contains("this is a training triple", err);
         Assert.False(Directory.Exists(PathOf("o")));
 
         File.WriteAllLines(PathOf("t.txt"), ["a cat sat", "", "a dog ran"]);
@@ -161,6 +161,12 @@ public sealed class TrainCommandTests : IDisposable
         (code, err) = Run("train", "--from", _dir, "--strategy", "simcse", "--data", PathOf("t.txt"), "--output", PathOf("o"));
         Assert.Equal(1, code);
         Assert.Contains("training.json", err);
+        (code, err) = Run("train", "--from", PathOf("missing"), "--strategy", "simcse", "--data", PathOf("t.txt"), "--output", PathOf("o"));
+        Assert.Contains("does not exist", err);
+        (code, err) = Run("train", "--strategy", "contrastive", "--mask-ratio", "0.5", "--data", PathOf("t.txt"), "--output", PathOf("o"));
+        Assert.Contains("--mask-ratio applies to --strategy mntp only", err);
+        (code, err) = Run("train", "--strategy", "contrastive", "--data", PathOf("t.txt"), "--output", PathOf("o"));
+        Assert.Contains("Plain text (one text a line) trains with --strategy mntp or simcse", err);
         Assert.False(Directory.Exists(PathOf("o")));
     }
 
