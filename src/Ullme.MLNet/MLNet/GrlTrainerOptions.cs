@@ -94,7 +94,9 @@ public sealed class GrlTrainerOptions : IModelOptions<GrlTrainerOptions>
             if (string.IsNullOrWhiteSpace(value)) throw new UllmeException($"GrlTrainerOptions.{name} is empty.");
         if (NegativesColumnName is { } n && string.IsNullOrWhiteSpace(n)) throw new UllmeException("GrlTrainerOptions.NegativesColumnName is empty (use null for no negatives).");
         if (InstructionColumnName is { } i && string.IsNullOrWhiteSpace(i)) throw new UllmeException("GrlTrainerOptions.InstructionColumnName is empty (use null for no instructions).");
-        var columns = new[] { QueryColumnName, PositiveColumnName, NegativesColumnName, InstructionColumnName }.Where(c => c is not null).ToList();
+        // The plain-text strategies (MNTP, SimCSE) read one text column as both query and positive.
+        bool plainText = FineTune.Strategy is TrainingStrategy.Mntp or TrainingStrategy.SimCse && string.Equals(QueryColumnName, PositiveColumnName, StringComparison.Ordinal);
+        var columns = new[] { QueryColumnName, plainText ? null : PositiveColumnName, NegativesColumnName, InstructionColumnName }.Where(c => c is not null).ToList();
         if (columns.Distinct(StringComparer.Ordinal).Count() != columns.Count)
             throw new UllmeException($"GrlTrainerOptions: the query, positive, negatives and instruction columns must differ, got {string.Join(", ", columns.Select(c => "'" + c + "'"))}.");
         if (EmbeddingBatchSize < 1) throw new UllmeException($"GrlTrainerOptions.EmbeddingBatchSize must be at least 1, got {EmbeddingBatchSize}.");

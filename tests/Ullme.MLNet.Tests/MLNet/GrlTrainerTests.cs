@@ -93,6 +93,33 @@ public sealed class GrlTrainerTests(ITestOutputHelper output) : SingleThreaded
         for (int i = 0; i < texts.Count; i++) Assert.Equal(baseEmbeddings[i], baseAgain[i]);
     }
 
+    public sealed class TextRow { public string Text { get; set; } = ""; }
+
+    [AssetFact]
+    public void Mntp_then_SimCse_train_from_one_text_column_in_an_MLNet_pipeline()
+    {
+        var ml = new MLContext(seed: 1);
+        using var baseModel = UllmeModel.Load(Assets.Stories260K);
+        var texts = GrlTrainerTestData.Snli(16).Select(r => new TextRow { Text = r.Query }).ToList();
+        var view = ml.Data.LoadFromEnumerable(texts);
+        // The text is both the query and the positive; no negatives.
+        GrlTrainerOptions Options(TrainingStrategy strategy) => new()
+        {
+            QueryColumnName = "Text", PositiveColumnName = "Text", NegativesColumnName = null, InputColumnName = "Text",
+            FineTune = Quick(strategy, steps: 3, lr: 1e-3) with { Lora = null, EmbeddingAttention = AttentionMode.Bidirectional },
+        };
+        var mntp = ml.Transforms.UllmeGrlTrainer(baseModel, Options(TrainingStrategy.Mntp));
+        var afterMntp = mntp.Fit(view);
+        Assert.All(mntp.LastTrainingResult!.History, h => Assert.NotNull(h.Losses.MaskedNextToken));
+        var simcse = ml.Transforms.UllmeGrlTrainer(afterMntp.Model, Options(TrainingStrategy.SimCse));
+        var afterSimCse = simcse.Fit(view);
+        Assert.All(simcse.LastTrainingResult!.History, h => Assert.NotNull(h.Losses.Contrastive));
+        var probe = texts.Take(2).Select(t => t.Text).ToList();
+        var e0 = new EmbeddingEngine(baseModel).Embed(probe, new EmbeddingOptions { Attention = AttentionMode.Bidirectional });
+        var e2 = Transform(ml, afterSimCse, probe);
+        Assert.True(e0.Zip(e2).Max(p => p.First.Zip(p.Second).Max(q => Math.Abs(q.First - q.Second))) > 1e-4, "the two stages changed nothing");
+    }
+
     [AssetFact]
     public void Same_seed_gives_the_same_losses_and_every_fit_starts_from_the_base_weights()
     {
