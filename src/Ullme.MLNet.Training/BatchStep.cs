@@ -15,8 +15,8 @@ internal interface ITrainingStep
 /// <summary>
 /// One micro-batch, forward and (when training) backward:
 /// <list type="number">
-/// <item>encode the embedding groups and embed them as leaves (<see cref="EmbeddingLeaves"/>: one graph, or
-/// GradCache's no-grad pass to be replayed);</item>
+/// <item>encode the embedding groups and embed them as leaves (<see cref="EmbeddingLeaves"/>: one graph over the
+/// groups' texts cut into length buckets (<see cref="LengthBuckets"/>), or GradCache's no-grad pass to be replayed);</item>
 /// <item>contrastive term on the leaves, back-propagated into them;</item>
 /// <item>generation terms a chunk of whole queries at a time (<see cref="FineTuneOptions.GenerationChunkSize"/>): causal
 /// forward, objective, backward into the weights and the leaves, so one chunk's activations exist at a time;</item>
@@ -66,8 +66,8 @@ internal sealed class BatchStep : ITrainingStep
         EmbeddingInputs? embeddings = null;
         if (weights.NeedsEmbeddings)
         {
-            var groups = _encoder.EmbeddingGroups(batch);
-            leaves = EmbeddingLeaves.Create(groups, _policy.Embed, stepper is not null, _options.GradCacheChunkSize);
+            // The groups' texts embedded in length buckets (with GradCache, a chunk of a bucket at a time).
+            leaves = EmbeddingLeaves.Create(_encoder.EmbeddingBuckets(batch), _policy.Embed, stepper is not null, _options.GradCacheChunkSize);
             bool hasNegatives = batch.Any(e => e.Negatives.Count > 0);
             var extraOwners = TrainingBatchEncoder.ExtraPositives(batch).Owner;
             embeddings = new EmbeddingInputs(leaves.Leaves[0], leaves.Leaves[1], hasNegatives ? leaves.Leaves[2] : null)

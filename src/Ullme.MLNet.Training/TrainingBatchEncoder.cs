@@ -39,28 +39,39 @@ internal sealed class TrainingBatchEncoder
     }
 
     /// <summary>The texts to embed: [queries, positives], then the flattened negatives and the flattened extra positives
-    /// when the batch has any.</summary>
-    public List<TokenBatch> EmbeddingGroups(IReadOnlyList<TrainingExample> batch)
+    /// when the batch has any; each group one padded batch.</summary>
+    public List<TokenBatch> EmbeddingGroups(IReadOnlyList<TrainingExample> batch) =>
+        EncodedGroups(batch).Select(g => TokenBatch.Build(g, _model.PadTokenId, _model.Device)).ToList();
+
+    /// <summary>The groups of <see cref="EmbeddingGroups"/> re-cut into length buckets (<see cref="LengthBuckets"/>).</summary>
+    public LengthBuckets EmbeddingBuckets(IReadOnlyList<TrainingExample> batch) =>
+        LengthBuckets.Create(EncodedGroups(batch), _model.PadTokenId, _model.Device);
+
+    /// <summary>The encoded texts of each embedding group, in the order of <see cref="EmbeddingGroups"/>.</summary>
+    public List<IReadOnlyList<EncodedText>> EncodedGroups(IReadOnlyList<TrainingExample> batch)
     {
         var negatives = Negatives(batch).Texts;
         var extras = ExtraPositives(batch).Texts;
-        var groups = new List<TokenBatch>
+        var groups = new List<IReadOnlyList<EncodedText>>
         {
-            Texts(batch.Select(e => e.Query).ToList(), batch.Select(e => e.Instruction).ToList()),
-            Texts(batch.Select(e => e.Positive).ToList(), null),
+            Encode(batch.Select(e => e.Query).ToList(), batch.Select(e => e.Instruction).ToList()),
+            Encode(batch.Select(e => e.Positive).ToList(), null),
         };
-        if (negatives.Count > 0) groups.Add(Texts(negatives, null));
-        if (extras.Count > 0) groups.Add(Texts(extras, null));
+        if (negatives.Count > 0) groups.Add(Encode(negatives, null));
+        if (extras.Count > 0) groups.Add(Encode(extras, null));
         return groups;
     }
 
     /// <summary>Texts (with optional per-row instructions) as one padded batch on the model's device.</summary>
-    public TokenBatch Texts(IReadOnlyList<string> texts, IReadOnlyList<string?>? instructions)
+    public TokenBatch Texts(IReadOnlyList<string> texts, IReadOnlyList<string?>? instructions) =>
+        TokenBatch.Build(Encode(texts, instructions), _model.PadTokenId, _model.Device);
+
+    private EncodedText[] Encode(IReadOnlyList<string> texts, IReadOnlyList<string?>? instructions)
     {
         var rows = new EncodedText[texts.Count];
         for (int i = 0; i < texts.Count; i++)
             rows[i] = TextEncoding.Encode(_tokenizer, texts[i], instructions?[i], _options.MaxLength);
-        return TokenBatch.Build(rows, _model.PadTokenId, _model.Device);
+        return rows;
     }
 
     /// <summary>Prompt + candidate sequences for every candidate of every query (the positive first), right-padded.</summary>

@@ -23,27 +23,54 @@ internal sealed class EmbeddingLeaves : IDisposable
 
     public IReadOnlyList<Tensor> Leaves { get; }
 
-    public static EmbeddingLeaves Create(IReadOnlyList<TokenBatch> groups, Func<TokenBatch, Tensor> embed, bool training, int? gradCacheChunk)
+    public static EmbeddingLeaves Create(IReadOnlyList<TokenBatch> groups, Func<TokenBatch, Tensor> embed, bool training, int? gradCacheChunk) =>
+        Create(LengthBuckets.PerGroup(groups), embed, training, gradCacheChunk);
+
+    /// <summary>
+    /// Leaves from length buckets (<see cref="LengthBuckets"/>): each bucket embedded once (or, with
+    /// <paramref name="gradCacheChunk"/>, by GradCache a chunk of a bucket at a time), the outputs put back in the
+    /// groups' rows; the backward runs through that regrouping into every bucket's graph (or GradCache's replay).
+    /// GradCache over the buckets draws the same dropout masks as the plain path whenever the chunk holds a whole
+    /// bucket.
+    /// </summary>
+    public static EmbeddingLeaves Create(LengthBuckets buckets, Func<TokenBatch, Tensor> embed, bool training, int? gradCacheChunk = null)
     {
-        if (!training || !is_grad_enabled())
-            return new EmbeddingLeaves(groups.Select(embed).ToList(), null, null);
-        if (gradCacheChunk is { } chunk)
+        ArgumentNullException.ThrowIfNull(buckets);
+        training = training && is_grad_enabled();
+        CachedEmbeddings? cache = training && gradCacheChunk is { } chunk ? new GradCache(chunk).Forward(buckets.Buckets, embed) : null;
+        if (buckets.IsIdentity)
         {
-            var cache = new GradCache(chunk).Forward(groups, embed);
-            return new EmbeddingLeaves(cache.Embeddings, cache, null);
+            if (cache is not null) return new EmbeddingLeaves(cache.Embeddings, cache, null);
+            var outputs = buckets.Buckets.Select(embed).ToList();
+            return training
+                ? new EmbeddingLeaves(outputs.Select(g => g.detach().requires_grad_(true)).ToList(), null, outputs)
+                : new EmbeddingLeaves(outputs, null, null);
         }
-        var graphs = groups.Select(embed).ToList();
-        return new EmbeddingLeaves(graphs.Select(g => g.detach().requires_grad_(true)).ToList(), null, graphs);
+        var bucketOutputs = cache?.Embeddings ?? buckets.Buckets.Select(embed).ToList();
+        List<Tensor> groups;
+        using (var all = bucketOutputs.Count == 1 ? bucketOutputs[0].alias() : cat(bucketOutputs.ToList(), 0))   // [rows, H]
+        {
+            groups = buckets.GroupPositions.Select(p =>
+            {
+                using var index = tensor(p, ScalarType.Int64).to(all.device);
+                return all.index_select(0, index);
+            }).ToList();
+        }
+        if (!training) return new EmbeddingLeaves(groups, null, null);
+        return new EmbeddingLeaves(groups.Select(g => g.detach().requires_grad_(true)).ToList(), cache, groups);
     }
 
     /// <summary>Back-propagates the gradients collected on the leaves into the model.</summary>
     public void Backward()
     {
-        if (_cache is not null)
-        {
-            _cache.Backward();
-            return;
-        }
+        // Group leaves' gradients through the regrouping (into the buckets' graphs, or GradCache's bucket leaves),
+        // then GradCache's replay.
+        BackwardGraphs();
+        _cache?.Backward();
+    }
+
+    private void BackwardGraphs()
+    {
         if (_graphs is null) return;
         var outputs = new List<Tensor>();
         var grads = new List<Tensor>();

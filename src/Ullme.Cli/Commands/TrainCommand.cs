@@ -47,6 +47,7 @@ internal static class TrainCommand
         var batchSize = CommonOptions.Int("--batch-size", "Examples (query + positive + negatives) per step.", 32);
         var gradAccum = new Option<int>("--grad-accum") { Description = "Micro-batches of --batch-size accumulated per optimizer step.", DefaultValueFactory = _ => 1 };
         var sharedNegatives = new Option<bool>("--shared-negatives") { Description = "With --grad-accum K: the K micro-batches are one contrastive batch (every query sees all K × batch candidates), computed with GradCache a micro-batch at a time." };
+        var noShuffle = new Option<bool>("--no-shuffle") { Description = "Batches in file order (default: shuffled by --seed each epoch)." };
         var gradCache = new Option<int?>("--grad-cache-chunk") { Description = "GradCache: embed N texts at a time (memory of N texts, gradients of the whole batch)." };
         var generationChunk = new Option<int?>("--generation-chunk") { Description = "Causal sequences per forward pass of the generation terms (default: the whole batch)." };
         var gradientCheckpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute each decoder layer in the backward instead of storing its activations." };
@@ -105,7 +106,7 @@ internal static class TrainCommand
 
         var command = new Command("train", "Fine-tune an embedding model (contrastive, contrastive-lm, dpo, grl, or LLM2Vec's mntp and simcse on plain text) and write the tuned model.")
         {
-            model, from, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, sharedNegatives, gradCache, generationChunk, gradientCheckpointing, full,
+            model, from, data, strategy, output, exportOnnx, steps, epochs, batchSize, gradAccum, sharedNegatives, noShuffle, gradCache, generationChunk, gradientCheckpointing, full,
             loraRank, loraAlpha, loraDropout, loraTargets, lr, warmup, decay, weightDecay, maxGradNorm, temperature, symmetric, maskFalseNegatives, maskRatio, maskToken, attentionDropout, guideModel, matryoshkaDims, matryoshkaWeights, beta, preferenceLoss,
             referenceFree, generationTemperature, lambdaCl, lambdaLm, lambdaPref, lambdaKl, generationPrompt, attention, pooling, maxLength,
             maxGenerationLength, checkpointEvery, checkpointDir, keepCheckpoints, resume, overwrite, seed, evalSts, evalEvery, evalTask, evalDataDir, evalSplit, evalLimit, keepBest, noPlot, dtype, device, threads, allowNonFinite,
@@ -192,6 +193,7 @@ internal static class TrainCommand
                     MaxSteps = parse.GetValue(steps),
                     AccumulationSteps = parse.GetValue(gradAccum),
                     ShareNegativesAcrossAccumulation = parse.GetValue(sharedNegatives),
+                    Shuffle = !parse.GetValue(noShuffle),
                     Optimizer = new AdamWSettings { LearningRate = parse.GetValue(lr), WeightDecay = parse.GetValue(weightDecay) },
                     WarmupSteps = parse.GetValue(warmup),
                     Decay = ParseDecay(parse.GetValue(decay)!),
@@ -208,6 +210,9 @@ internal static class TrainCommand
                     KeepBest = parse.GetValue(keepBest),
                 },
             };
+            // A training run owns its cores: libgomp's spinning barrier wait (UllmeRuntime.UseSpinningWait) unless the
+            // environment chose a policy; must come before libtorch loads.
+            UllmeRuntime.UseSpinningWait();
             CommonOptions.ApplyThreads(parse.GetValue(threads));
             return Task.FromResult(Run(settings, cancellationToken));
         });
@@ -511,6 +516,7 @@ internal static class TrainCommand
             ["train_seconds"] = Math.Round(result.Elapsed.TotalSeconds, 3),
             ["peak_rss_mib"] = ProcessStats.PeakRssMiB() is double p ? Math.Round(p, 1) : null,
             ["threads"] = TorchSharp.torch.get_num_threads(),
+            ["omp_wait_policy"] = UllmeRuntime.OmpWaitPolicy ?? (UllmeRuntime.GompSpinCount is { } spin ? $"GOMP_SPINCOUNT={spin}" : "libgomp default (spin, then sleep)"),
             ["load_average_start"] = loadStart,
             ["load_average_end"] = ProcessStats.LoadAverage(),
             ["sts"] = s.EvalSts is null ? null : new JsonObject

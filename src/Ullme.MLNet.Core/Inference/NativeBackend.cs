@@ -20,6 +20,23 @@ internal static class NativeBackend
     private static readonly Lazy<UllmeException?> Failure = new(Probe, LazyThreadSafetyMode.ExecutionAndPublication);
 
     /// <summary>Throws an <see cref="UllmeException"/> naming the packages to add when no native backend loads.</summary>
+    /// <summary>Whether libtorch has been loaded (or its loading tried) through <see cref="Ensure"/>.
+    /// On Linux also true when the process has mapped libtorch or an OpenMP runtime by any other route.</summary>
+    public static bool Loaded => Failure.IsValueCreated || MappedNatively();
+
+    private static bool MappedNatively()
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        try
+        {
+            return File.ReadLines("/proc/self/maps").Any(l => l.Contains("libtorch_cpu", StringComparison.Ordinal) || l.Contains("libgomp", StringComparison.Ordinal));
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
     public static void Ensure()
     {
         if (Failure.Value is { } e) throw new UllmeException(e.Message, e.InnerException ?? e);

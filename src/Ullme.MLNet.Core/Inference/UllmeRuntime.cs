@@ -70,6 +70,9 @@ public static class UllmeRuntime
     /// <summary>The OMP_WAIT_POLICY in the native environment (what libgomp reads), or null.</summary>
     public static string? OmpWaitPolicy => NativeGetEnv("OMP_WAIT_POLICY");
 
+    /// <summary>The GOMP_SPINCOUNT in the native environment, or null.</summary>
+    public static string? GompSpinCount => NativeGetEnv("GOMP_SPINCOUNT");
+
 #pragma warning disable CA2255 // a library module initializer is intended: it must run before libtorch's OpenMP runtime loads
     [ModuleInitializer]
 #pragma warning restore CA2255
@@ -79,7 +82,7 @@ public static class UllmeRuntime
         try
         {
             if (NativeGetEnv("OMP_WAIT_POLICY") is null && NativeGetEnv("GOMP_SPINCOUNT") is null)
-                _ = setenv("OMP_WAIT_POLICY", DefaultOmpWaitPolicy, 0);
+                passiveInstalled = setenv("OMP_WAIT_POLICY", DefaultOmpWaitPolicy, 0) == 0;
         }
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
         {
@@ -97,6 +100,42 @@ public static class UllmeRuntime
             // Not glibc (e.g. musl): its allocator has no such threshold.
         }
     }
+
+    private static bool passiveInstalled;
+
+    /// <summary>
+    /// Gives libtorch's OpenMP threads libgomp's own barrier wait (spin a while, then sleep) instead of the
+    /// <see cref="DefaultOmpWaitPolicy"/> this assembly installs: for a dedicated machine, where nothing else needs the
+    /// cores. Operators on small tensors end in a barrier every few microseconds; waking a sleeping thread for each
+    /// costs more than the operator. Measured on a quiet 2-core host, full fine-tuning of stories260K (92 contrastive
+    /// steps of 32 SNLI triplets, 2 threads): 27 s passive, 13.5–16.5 s spinning (docs/training.md, training speed).
+    /// On a machine whose cores other processes use, spinning threads wait a scheduler quantum at each barrier
+    /// instead (docs/performance.md: all-MiniLM 25 texts/s spinning against 152 passive): keep the default there, or
+    /// use one thread. <c>ullme train</c> calls this before it loads the model.
+    /// </summary>
+    /// <returns>True when the spinning wait will be in effect; false when the process set <c>OMP_WAIT_POLICY</c> or
+    /// <c>GOMP_SPINCOUNT</c> itself (its choice stands), or libtorch has already been loaded through this library
+    /// (libgomp reads the policy once, when it loads), or the C library cannot be reached.</returns>
+    public static bool UseSpinningWait()
+    {
+        lock (Gate)
+        {
+            if (!passiveInstalled || NativeBackend.Loaded) return false;
+            try
+            {
+                if (unsetenv("OMP_WAIT_POLICY") != 0) return false;
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+            {
+                return false;
+            }
+            passiveInstalled = false;
+            return true;
+        }
+    }
+
+    [DllImport("libc", EntryPoint = "unsetenv")]
+    private static extern int unsetenv([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
 
     [DllImport("libc", EntryPoint = "mallopt")]
     private static extern int mallopt(int param, int value);

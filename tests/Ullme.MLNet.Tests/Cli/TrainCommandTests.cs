@@ -320,13 +320,14 @@ public sealed class TrainCommandTests : IDisposable
     // A real kill.
     // ------------------------------------------------------------------------------------------------------------
 
-    private static Process Start(string[] args)
+    private static Process Start(string[] args, params (string Name, string Value)[] environment)
     {
         var psi = new ProcessStartInfo("dotnet", [typeof(UllmeCli).Assembly.Location, .. args])
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
         };
+        foreach (var (name, value) in environment) psi.Environment[name] = value;
         return Process.Start(psi)!;
     }
 
@@ -337,6 +338,39 @@ public sealed class TrainCommandTests : IDisposable
         p.StandardOutput.ReadToEnd();
         p.WaitForExit();
         return (p.ExitCode, err.Result);
+    }
+
+    [AssetFact]
+    public void TrainSpinsTheOpenMpThreadsUnlessTheEnvironmentChoseAPolicy_AndNoShuffleKeepsFileOrder()
+    {
+        string data = SnliData(8);
+        string[] Args(string output) =>
+        [
+            "train", "-m", Assets.Stories260K, "--data", data, "--strategy", "contrastive", "--full", "--output", output, "--steps", "2",
+            "--batch-size", "4", "--max-length", "32", "--threads", "1", "--no-plot", "--checkpoint-every", "0", "--no-shuffle",
+        ];
+        bool own = Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") is not null || Environment.GetEnvironmentVariable("GOMP_SPINCOUNT") is not null;
+
+        // A fresh process: `ullme train` lifts the library's PASSIVE default before libtorch loads.
+        var (code, err) = RunProcess(Args(PathOf("spin")));
+        Assert.True(code == 0, err);
+        var spin = Summary(PathOf("spin"));
+        if (!own) Assert.Equal("libgomp default (spin, then sleep)", spin.GetProperty("omp_wait_policy").GetString());
+        Assert.False(spin.GetProperty("options").GetProperty("Shuffle").GetBoolean());
+
+        // The environment's choice stands.
+        using (var p = Start(Args(PathOf("passive")), ("OMP_WAIT_POLICY", "PASSIVE")))
+        {
+            var output = p.StandardOutput.ReadToEndAsync();
+            string e = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            _ = output.Result;
+            Assert.True(p.ExitCode == 0, e);
+        }
+        Assert.Equal("PASSIVE", Summary(PathOf("passive")).GetProperty("omp_wait_policy").GetString());
+
+        // File order: the same first batches, so the same first loss both times.
+        Assert.Equal(Csv(PathOf("spin/losses.csv"))[1][3], Csv(PathOf("passive/losses.csv"))[1][3]);
     }
 
     [AssetFact]

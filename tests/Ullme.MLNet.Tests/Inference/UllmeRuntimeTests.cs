@@ -67,6 +67,16 @@ public sealed class UllmeRuntimeTests
     }
 
     [Fact]
+    public void SpinningWait_IsRefusedOnceLibtorchHasLoaded()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        _ = UllmeRuntime.IntraOpThreads;                    // libtorch (and its libgomp) loaded: the policy is fixed
+        string? before = UllmeRuntime.OmpWaitPolicy;
+        Assert.False(UllmeRuntime.UseSpinningWait());
+        Assert.Equal(before, UllmeRuntime.OmpWaitPolicy);
+    }
+
+    [Fact]
     public void GlibcMmapThreshold_IsFixedUnlessTheProcessSetOne()
     {
         if (!OperatingSystem.IsLinux()) return;

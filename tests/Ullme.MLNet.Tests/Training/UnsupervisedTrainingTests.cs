@@ -70,7 +70,9 @@ public class UnsupervisedTrainingTests
         Assert.Equal(evaluated, Trained(0), 5);
         // With it (SimCSE's default 0.3) the positive is another view: its similarity drops below 1 and the loss rises.
         Assert.Equal(0.3, new FineTuneOptions { Strategy = TrainingStrategy.SimCse }.EffectiveAttentionDropout);
-        Assert.True(Trained(0.3) > evaluated + 1e-3, $"dropout did not change the SimCSE loss ({evaluated})");
+        // More dropout, views further apart, a higher loss.
+        double t3 = Trained(0.3), t6 = Trained(0.6);
+        Assert.True(t3 > 1.2 * evaluated && t6 > t3, $"dropout did not raise the SimCSE loss (eval {evaluated}, p 0.3 {t3}, p 0.6 {t6})");
     }
 
     [Fact]
