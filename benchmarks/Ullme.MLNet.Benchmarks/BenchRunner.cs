@@ -9,10 +9,11 @@ namespace Ullme.MLNet.Benchmarks;
 /// <summary>The end-to-end benchmark: every figure of docs/performance.md from one process on one machine.</summary>
 public static class BenchRunner
 {
-    private static readonly string[] AllSections = ["gemm", "minilm", "tokenizers", "mfu", "training", "scaling", "onnx", "cluster", "sweeps"];
+    private static readonly string[] AllSections = ["gemm", "minilm", "tokenizers", "mfu", "training", "scaling", "onnx", "cluster", "sweeps", "train-pytorch"];
 
-    /// <summary>What a run without --only measures (sweeps take minutes of training: on request only).</summary>
-    private static readonly string[] DefaultSections = [.. AllSections.Where(s => s != "sweeps")];
+    /// <summary>What a run without --only measures (sweeps and the PyTorch comparison take minutes of training: on
+    /// request only).</summary>
+    private static readonly string[] DefaultSections = [.. AllSections.Where(s => s is not ("sweeps" or "train-pytorch"))];
 
     public static int Run(string[] args)
     {
@@ -43,6 +44,7 @@ public static class BenchRunner
         if (only.Contains("onnx")) Section(ctx, "onnx", OnnxSection.Run);
         if (only.Contains("cluster")) Section(ctx, "cluster", ClusterSection.Run);
         if (only.Contains("sweeps")) Section(ctx, "sweeps", SweepSection.Run);
+        if (only.Contains("train-pytorch")) Section(ctx, "train-pytorch", TrainVsPyTorchSection.Run);
         HeadlinePlot(ctx);
 
         report.Machine["load_average_at_end"] = Machine.LoadAverage();

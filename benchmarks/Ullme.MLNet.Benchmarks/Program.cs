@@ -29,7 +29,7 @@ if (args.Length > 0 && args[0] == "soak")
     return Ullme.MLNet.Benchmarks.Reliability.Soak.Run(args[1..]);
 Console.WriteLine("""
     usage:
-      run [--quick] [--threads N] [--out DIR] [--assets DIR] [--only gemm,minilm,tokenizers,mfu,training,scaling,onnx,cluster,sweeps]
+      run [--quick] [--threads N] [--out DIR] [--assets DIR] [--only gemm,minilm,tokenizers,mfu,training,scaling,onnx,cluster,sweeps,train-pytorch]
           end-to-end report: texts/s, tokens/s, peak memory and ratios vs ONNX Runtime, HF tokenizers and the GEMM peak;
           writes DIR/results.json, DIR/results.md and DIR/*.png (default DIR: docs/performance)
       micro [BenchmarkDotNet arguments, e.g. --filter *Pool*]

@@ -35,15 +35,16 @@ def read_safetensors(path):
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
-        data = f.read()
+        data = bytearray(f.read())  # writable, so torch.from_numpy shares it
     dtypes = {"F32": np.float32, "F16": np.float16}
     out = {}
     for name, meta in header.items():
         if name == "__metadata__":
             continue
         a, b = meta["data_offsets"]
-        arr = np.frombuffer(data[a:b], dtype=dtypes[meta["dtype"]]).reshape(meta["shape"])
-        out[name] = torch.from_numpy(arr.astype(np.float32))
+        arr = np.frombuffer(data, dtype=dtypes[meta["dtype"]], count=(b - a) // np.dtype(dtypes[meta["dtype"]]).itemsize,
+                            offset=a).reshape(meta["shape"])
+        out[name] = torch.from_numpy(arr.astype(np.float32, copy=False))
     return out
 
 
@@ -71,9 +72,10 @@ class Attention(nn.Module):
         self.d = c.get("head_dim") or c["hidden_size"] // self.h
         hs = c["hidden_size"]
         bias = c.get("attention_bias", False)
-        self.q_proj = nn.Linear(hs, self.h * self.d, bias=bias)
-        self.k_proj = nn.Linear(hs, self.kv * self.d, bias=bias)
-        self.v_proj = nn.Linear(hs, self.kv * self.d, bias=bias)
+        qkv_bias = bias or c.get("model_type") == "qwen2"  # Qwen2: biases on q, k, v only
+        self.q_proj = nn.Linear(hs, self.h * self.d, bias=qkv_bias)
+        self.k_proj = nn.Linear(hs, self.kv * self.d, bias=qkv_bias)
+        self.v_proj = nn.Linear(hs, self.kv * self.d, bias=qkv_bias)
         self.o_proj = nn.Linear(self.h * self.d, hs, bias=bias)
 
     def forward(self, x, cos, sin, bias):
@@ -146,12 +148,38 @@ class Llama(nn.Module):
         return h @ self.embed_tokens.weight.t()
 
 
+class LoraLinear(nn.Module):
+    """PEFT's LoRA: y = W x + (B A dropout(x)) * alpha / r, A Kaiming-uniform, B zero, W frozen."""
+
+    def __init__(self, base, r, alpha, dropout):
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.scale = alpha / r
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.base(x) + (self.dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scale
+
+
+def add_lora(model, r, alpha, dropout):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(module, name, LoraLinear(child, r, alpha, dropout))
+
+
 def load(folder):
     c = json.load(open(os.path.join(folder, "config.json")))
     m = Llama(c)
     w = read_safetensors(os.path.join(folder, "model.safetensors"))
     state = {k[len("model."):] if k.startswith("model.") else k: v for k, v in w.items() if k != "lm_head.weight"}
     missing, unexpected = m.load_state_dict(state, strict=False)
+    del state, w  # the file's buffer goes with them
     if missing or unexpected:
         sys.exit(f"weights do not match the config: missing {missing}, unexpected {unexpected}")
     return m
@@ -204,21 +232,38 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-shuffle", action="store_true", help="batches in file order (to compare losses step by step)")
     ap.add_argument("--log-steps", action="store_true")
+    ap.add_argument("--steps", type=int, help="stop after this many steps")
+    ap.add_argument("--lora-rank", type=int, help="LoRA on every linear layer (alpha 2r, dropout 0.1) instead of full fine-tuning")
+    ap.add_argument("--random-ids", type=int, metavar="T",
+                    help="speed runs without a tokenizer: query/positive pairs of T random token ids (--data is not read)")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    import sentencepiece as spm
+    if not a.random_ids:
+        import sentencepiece as spm
 
-    sp = spm.SentencePieceProcessor(model_file=os.path.join(a.model, "tokenizer.model"))
-    bos = sp.bos_id()
     pad_id = 0
+    if a.random_ids:
+        vocab = json.load(open(os.path.join(a.model, "config.json")))["vocab_size"]
+        g = torch.Generator().manual_seed(a.seed)
+        n = a.batch_size * (a.steps or 1)
+        examples = [{"query": torch.randint(vocab, (a.random_ids,), generator=g).tolist(),
+                     "positive": torch.randint(vocab, (a.random_ids,), generator=g).tolist()} for _ in range(n)]
 
-    def enc(text):  # ullme's TextEncoding for this tokenizer: BOS + text, cut at max length
-        return ([bos] + sp.encode(text))[: a.max_length]
+        def enc(ids):
+            return ids
+    else:
+        sp = spm.SentencePieceProcessor(model_file=os.path.join(a.model, "tokenizer.model"))
+        bos = sp.bos_id()
 
-    examples = [json.loads(l) for l in open(a.data) if l.strip()]
+        def enc(text):  # ullme's TextEncoding for this tokenizer: BOS + text, cut at max length
+            return ([bos] + sp.encode(text))[: a.max_length]
+
+        examples = [json.loads(l) for l in open(a.data) if l.strip()]
     model = load(a.model)
+    if a.lora_rank:
+        add_lora(model, a.lora_rank, 2 * a.lora_rank, 0.1)
     model.train()
     reference = None
     if a.strategy == "grl":
@@ -229,7 +274,7 @@ def main():
     prompt_format = "Query: {query}\nPassage: "  # grl-spec.md's prompt; an empty instruction drops its line
 
     steps_per_epoch = math.ceil(len(examples) / a.batch_size)
-    total = steps_per_epoch * a.epochs
+    total = min(steps_per_epoch * a.epochs, a.steps or 10**9)
     warmup = min(total // 10, 500)
 
     def lr_at(step):
@@ -238,19 +283,23 @@ def main():
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * progress))
 
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     rng = random.Random(a.seed)
     causal_embed = a.attention == "causal"
 
     step = 0
     last = None
+    step_seconds = []
     start = time.perf_counter()
     for _ in range(a.epochs):
         order = list(range(len(examples)))
         if not a.no_shuffle:
             rng.shuffle(order)
         for s in range(0, len(order), a.batch_size):
+            if step >= total:
+                break
+            t0 = time.perf_counter()
             batch = [examples[i] for i in order[s : s + a.batch_size]]
             b = len(batch)
             negs = [n for e in batch for n in e.get("negatives", [])]
@@ -311,11 +360,12 @@ def main():
             sched.step()
             step += 1
             last = loss.item()
+            step_seconds.append(round(time.perf_counter() - t0, 3))
             if a.log_steps:
                 print(json.dumps({"step": step, "total": last, **terms}), flush=True)
     seconds = time.perf_counter() - start
     print(json.dumps({"strategy": a.strategy, "steps": step, "train_seconds": round(seconds, 2), "final_loss": last,
-                      "threads": a.threads, "torch": torch.__version__}))
+                      "step_seconds": step_seconds if len(step_seconds) <= 10 else None, "threads": a.threads, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":
