@@ -82,17 +82,22 @@ internal sealed class ReferencePolicy
         _backbone.eval();
         try
         {
-            for (int start = 0; start < data.Count; start += _cacheBatchSize)
+            // Examples of similar length together (query + longest candidate, in characters), so that a batch's rows
+            // pad to little more than their own length; each example's values are its own whatever its batch.
+            var order = Enumerable.Range(0, data.Count)
+                .OrderBy(i => data[i].Query.Length + data[i].Negatives.Append(data[i].Positive).Max(c => c.Length)).ThenBy(i => i).ToArray();
+            for (int start = 0; start < order.Length; start += _cacheBatchSize)
             {
                 using var scope = NewDisposeScope();
                 using var noGrad = no_grad();
-                var slice = data.Skip(start).Take(_cacheBatchSize).ToArray();
+                var indices = order[start..Math.Min(order.Length, start + _cacheBatchSize)];
+                var slice = indices.Select(i => data[i]).ToArray();
                 var gen = _encoder.Generation(slice);
                 var s = TokenLogProbs.Sum(_policy.TokenLogProbs(gen), gen.ScoreMask).to(ScalarType.Float32).cpu().data<float>().ToArray();
                 for (int i = 0; i < slice.Length; i++)
                 {
                     var rows = gen.RowsOfQuery[i];
-                    for (int c = 0; c < rows.Count; c++) sums[offsets[start + i] + c] = s[rows[c]];
+                    for (int c = 0; c < rows.Count; c++) sums[offsets[indices[i]] + c] = s[rows[c]];
                 }
             }
         }

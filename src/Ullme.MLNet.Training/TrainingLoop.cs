@@ -81,8 +81,12 @@ internal sealed class TrainingLoop
             resumedFrom = state.Step;
             lastCheckpoint = latest;
         }
+        var referenceClock = Stopwatch.StartNew();
         if (_needsReferenceCache && !_reference.HasCache)
             _reference.ComputeCache(data);
+        else
+            referenceClock.Reset();
+        referenceClock.Stop();
 
         var history = new List<TrainingProgress>();
         using var best = new BestTracker(this);
@@ -149,6 +153,7 @@ internal sealed class TrainingLoop
             BestStep = best.Step,
             BestEvaluation = best.Score,
             RestoredBest = restored,
+            ReferenceCacheTime = referenceClock.Elapsed,
         };
     }
 

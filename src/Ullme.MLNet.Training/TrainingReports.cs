@@ -64,4 +64,9 @@ public sealed record FineTuneResult(int StepsDone, int StepsSkipped, int? Resume
     /// <summary>Whether the weights of <see cref="BestStep"/> were put back at the end (<see cref="FineTuneOptions.KeepBest"/>,
     /// and the best was not the last step).</summary>
     public bool RestoredBest { get; init; }
+
+    /// <summary>Time spent before the first step computing the reference model's log-probabilities of every training
+    /// candidate (full fine-tuning with a preference term: the base weights change from the first step on); not part of
+    /// <see cref="Elapsed"/>. Zero when no cache was computed.</summary>
+    public TimeSpan ReferenceCacheTime { get; init; }
 }

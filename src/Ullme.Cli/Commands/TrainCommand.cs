@@ -514,6 +514,7 @@ internal static class TrainCommand
             ["final_losses"] = last is null ? null : new JsonObject(LastLosses(last)),
             ["samples_per_second"] = Math.Round(result.ExamplesPerSecond, 3),
             ["train_seconds"] = Math.Round(result.Elapsed.TotalSeconds, 3),
+            ["reference_cache_seconds"] = Math.Round(result.ReferenceCacheTime.TotalSeconds, 3),
             ["peak_rss_mib"] = ProcessStats.PeakRssMiB() is double p ? Math.Round(p, 1) : null,
             ["threads"] = TorchSharp.torch.get_num_threads(),
             ["omp_wait_policy"] = UllmeRuntime.OmpWaitPolicy ?? (UllmeRuntime.GompSpinCount is { } spin ? $"GOMP_SPINCOUNT={spin}" : "libgomp default (spin, then sleep)"),

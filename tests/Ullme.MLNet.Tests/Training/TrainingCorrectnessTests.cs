@@ -187,6 +187,20 @@ public sealed class TrainingCorrectnessTests(ITestOutputHelper output)
             Close(w.Select(x => (double)x).ToArray(), cached.Adapters[name].Select(x => (double)x).ToArray(), 1e-5, name);
     }
 
+    [Fact]
+    public void FullFineTuningWithAPreferenceTermReportsTheReferenceCacheTimeApart()
+    {
+        var data = TinyDecoder.Examples(8, seed: 6);
+        FineTuneResult Run(TrainingStrategy strategy, LoraOptions? lora)
+        {
+            using var model = TinyDecoder.Load();
+            return new UllmeFineTuner(model, new FineTuneOptions { Strategy = strategy, Lora = lora, BatchSize = 4, MaxSteps = 2, MaxLength = 32 }).Train(data);
+        }
+        Assert.True(Run(TrainingStrategy.Grl, null).ReferenceCacheTime > TimeSpan.Zero);
+        Assert.Equal(TimeSpan.Zero, Run(TrainingStrategy.Grl, new LoraOptions { Rank = 2 }).ReferenceCacheTime);   // adapters off = the reference
+        Assert.Equal(TimeSpan.Zero, Run(TrainingStrategy.Contrastive, null).ReferenceCacheTime);
+    }
+
     // ---- the replayed random stream ----
 
     [Fact]
