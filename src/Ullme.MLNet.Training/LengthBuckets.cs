@@ -20,11 +20,10 @@ internal sealed class LengthBuckets
     /// <summary>The fixed cost of one more bucket, in padded tokens.</summary>
     public const int OverheadTokens = 96;
 
-    private LengthBuckets(IReadOnlyList<TokenBatch> buckets, IReadOnlyList<long[]> groupPositions, bool identity)
+    private LengthBuckets(IReadOnlyList<TokenBatch> buckets, IReadOnlyList<long[]> groupPositions)
     {
         Buckets = buckets;
         GroupPositions = groupPositions;
-        IsIdentity = identity;
     }
 
     /// <summary>The padded batches to embed, in order.</summary>
@@ -32,9 +31,6 @@ internal sealed class LengthBuckets
 
     /// <summary>For each group, the row of each of its texts in the buckets' outputs concatenated in order.</summary>
     public IReadOnlyList<long[]> GroupPositions { get; }
-
-    /// <summary>True when the buckets are the groups themselves (one bucket per group, rows in order).</summary>
-    public bool IsIdentity { get; }
 
     /// <summary>Cuts <paramref name="groups"/>' rows into buckets (<see cref="Partition"/>) and pads each bucket.</summary>
     public static LengthBuckets Create(IReadOnlyList<IReadOnlyList<EncodedText>> groups, int padId, Device device, int overheadTokens = OverheadTokens)
@@ -60,22 +56,7 @@ internal sealed class LengthBuckets
             }
             buckets.Add(TokenBatch.Build(encoded, padId, device));
         }
-        return new LengthBuckets(buckets, positions, identity: false);
-    }
-
-    /// <summary>The groups as they are, one bucket each (the shape GradCache and callers without bucketing use).</summary>
-    public static LengthBuckets PerGroup(IReadOnlyList<TokenBatch> groups)
-    {
-        ArgumentNullException.ThrowIfNull(groups);
-        var positions = new List<long[]>(groups.Count);
-        long next = 0;
-        foreach (var g in groups)
-        {
-            var p = new long[g.Count];
-            for (int i = 0; i < p.Length; i++) p[i] = next++;
-            positions.Add(p);
-        }
-        return new LengthBuckets(groups, positions, identity: true);
+        return new LengthBuckets(buckets, positions);
     }
 
     /// <summary>

@@ -38,16 +38,12 @@ internal sealed class TrainingBatchEncoder
         return (flat, owner);
     }
 
-    /// <summary>The texts to embed: [queries, positives], then the flattened negatives and the flattened extra positives
-    /// when the batch has any; each group one padded batch.</summary>
-    public List<TokenBatch> EmbeddingGroups(IReadOnlyList<TrainingExample> batch) =>
-        EncodedGroups(batch).Select(g => TokenBatch.Build(g, _model.PadTokenId, _model.Device)).ToList();
-
-    /// <summary>The groups of <see cref="EmbeddingGroups"/> re-cut into length buckets (<see cref="LengthBuckets"/>).</summary>
+    /// <summary>The groups of <see cref="EncodedGroups"/> cut into length buckets (<see cref="LengthBuckets"/>).</summary>
     public LengthBuckets EmbeddingBuckets(IReadOnlyList<TrainingExample> batch) =>
         LengthBuckets.Create(EncodedGroups(batch), _model.PadTokenId, _model.Device);
 
-    /// <summary>The encoded texts of each embedding group, in the order of <see cref="EmbeddingGroups"/>.</summary>
+    /// <summary>The texts to embed, encoded: [queries (with their instructions), positives], then the flattened negatives
+    /// and the flattened extra positives when the batch has any.</summary>
     public List<IReadOnlyList<EncodedText>> EncodedGroups(IReadOnlyList<TrainingExample> batch)
     {
         var negatives = Negatives(batch).Texts;
@@ -61,10 +57,6 @@ internal sealed class TrainingBatchEncoder
         if (extras.Count > 0) groups.Add(Encode(extras, null));
         return groups;
     }
-
-    /// <summary>Texts (with optional per-row instructions) as one padded batch on the model's device.</summary>
-    public TokenBatch Texts(IReadOnlyList<string> texts, IReadOnlyList<string?>? instructions) =>
-        TokenBatch.Build(Encode(texts, instructions), _model.PadTokenId, _model.Device);
 
     private EncodedText[] Encode(IReadOnlyList<string> texts, IReadOnlyList<string?>? instructions)
     {

@@ -23,9 +23,6 @@ internal sealed class EmbeddingLeaves : IDisposable
 
     public IReadOnlyList<Tensor> Leaves { get; }
 
-    public static EmbeddingLeaves Create(IReadOnlyList<TokenBatch> groups, Func<TokenBatch, Tensor> embed, bool training, int? gradCacheChunk) =>
-        Create(LengthBuckets.PerGroup(groups), embed, training, gradCacheChunk);
-
     /// <summary>
     /// Leaves from length buckets (<see cref="LengthBuckets"/>): each bucket embedded once (or, with
     /// <paramref name="gradCacheChunk"/>, by GradCache a chunk of a bucket at a time), the outputs put back in the
@@ -38,14 +35,6 @@ internal sealed class EmbeddingLeaves : IDisposable
         ArgumentNullException.ThrowIfNull(buckets);
         training = training && is_grad_enabled();
         CachedEmbeddings? cache = training && gradCacheChunk is { } chunk ? new GradCache(chunk).Forward(buckets.Buckets, embed) : null;
-        if (buckets.IsIdentity)
-        {
-            if (cache is not null) return new EmbeddingLeaves(cache.Embeddings, cache, null);
-            var outputs = buckets.Buckets.Select(embed).ToList();
-            return training
-                ? new EmbeddingLeaves(outputs.Select(g => g.detach().requires_grad_(true)).ToList(), null, outputs)
-                : new EmbeddingLeaves(outputs, null, null);
-        }
         var bucketOutputs = cache?.Embeddings ?? buckets.Buckets.Select(embed).ToList();
         List<Tensor> groups;
         using (var all = bucketOutputs.Count == 1 ? bucketOutputs[0].alias() : cat(bucketOutputs.ToList(), 0))   // [rows, H]

@@ -81,12 +81,13 @@ internal sealed class TrainingLoop
             resumedFrom = state.Step;
             lastCheckpoint = latest;
         }
-        var referenceClock = Stopwatch.StartNew();
+        var referenceTime = TimeSpan.Zero;
         if (_needsReferenceCache && !_reference.HasCache)
+        {
+            var referenceClock = Stopwatch.StartNew();
             _reference.ComputeCache(data);
-        else
-            referenceClock.Reset();
-        referenceClock.Stop();
+            referenceTime = referenceClock.Elapsed;
+        }
 
         var history = new List<TrainingProgress>();
         using var best = new BestTracker(this);
@@ -153,7 +154,7 @@ internal sealed class TrainingLoop
             BestStep = best.Step,
             BestEvaluation = best.Score,
             RestoredBest = restored,
-            ReferenceCacheTime = referenceClock.Elapsed,
+            ReferenceCacheTime = referenceTime,
         };
     }
 

@@ -108,7 +108,7 @@ public static class UllmeRuntime
     /// <see cref="DefaultOmpWaitPolicy"/> this assembly installs: for a dedicated machine, where nothing else needs the
     /// cores. Operators on small tensors end in a barrier every few microseconds; waking a sleeping thread for each
     /// costs more than the operator. Measured on a quiet 2-core host, full fine-tuning of stories260K (92 contrastive
-    /// steps of 32 SNLI triplets, 2 threads): 27 s passive, 13.5–16.5 s spinning (docs/training.md, training speed).
+    /// steps of 32 SNLI triplets, 2 threads): 26.7 s passive, 13.5–18.7 s spinning (docs/training.md, training speed).
     /// On a machine whose cores other processes use, spinning threads wait a scheduler quantum at each barrier
     /// instead (docs/performance.md: all-MiniLM 25 texts/s spinning against 152 passive): keep the default there, or
     /// use one thread. <c>ullme train</c> calls this before it loads the model.

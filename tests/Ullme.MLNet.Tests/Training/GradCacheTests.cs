@@ -34,10 +34,10 @@ public class GradCacheTests
 
     private static readonly ContrastiveLoss Loss = new() { Temperature = 0.05 };
 
-    private static Func<TokenBatch, Tensor> Embedder(TinyBackbone model) =>
+    internal static Func<TokenBatch, Tensor> Embedder(TinyBackbone model) =>
         b => TinyBackbone.MeanPool(model.Forward(b.InputIds, b.AttentionMask, AttentionMode.Bidirectional), b.EffectivePoolingMask);
 
-    private static Dictionary<string, double[]> Grads(TinyBackbone model) =>
+    internal static Dictionary<string, double[]> Grads(TinyBackbone model) =>
         model.named_parameters().Where(p => p.parameter.grad is not null).ToDictionary(p => p.name, p => Data(p.parameter.grad!));
 
     private static (double loss, Dictionary<string, double[]> grads) Plain(TinyBackbone model, TokenBatch[] groups, Func<TokenBatch, Tensor>? embed = null)
